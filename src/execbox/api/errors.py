@@ -1,0 +1,63 @@
+"""Turning every failure into Anthropic's error envelope (spec section 9)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from execbox.errors import ExecboxError, InternalError, InvalidRequest, NotFound, error_for_status
+
+log = logging.getLogger("execbox.api")
+
+
+def error_body(err: ExecboxError, request_id: str | None) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": err.type, "message": err.message}
+    if err.details:
+        error["details"] = err.details
+    return {"type": "error", "error": error, "request_id": request_id}
+
+
+def error_response(err: ExecboxError, request: Request) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None)
+    headers = {}
+    if err.should_retry is not None:
+        headers["x-should-retry"] = "true" if err.should_retry else "false"
+    return JSONResponse(error_body(err, request_id), status_code=err.status, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}" if loc else str(e.get("msg", "invalid")))
+    return "; ".join(parts) or "Invalid request."
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ExecboxError)
+    async def _execbox_error(request: Request, exc: ExecboxError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("request %s failed: %s", getattr(request.state, "request_id", "?"), exc.message)
+        return error_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(InvalidRequest(_describe_validation(exc)), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            err: ExecboxError = NotFound(f"Not found: {request.method} {request.url.path}")
+        else:
+            err = error_for_status(exc.status_code, str(exc.detail))
+        return error_response(err, request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error in request %s", getattr(request.state, "request_id", "?"))
+        return error_response(InternalError("Internal server error."), request)

@@ -1,0 +1,107 @@
+"""Every error execbox reports, in one place.
+
+Lower layers raise these; the HTTP layer turns each into Anthropic's error envelope
+(``{"type": "error", "error": {"type", "message", "details"?}, "request_id"}``) with the
+status code below. Nothing else should reach a client as an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ExecboxError(Exception):
+    """Base class: an error with an HTTP status and an Anthropic error type."""
+
+    status: int = 500
+    type: str = "api_error"
+    should_retry: bool | None = None
+
+    def __init__(self, message: str, *, error_code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details)
+        if error_code is not None:
+            self.details["error_code"] = error_code
+
+
+class InvalidRequest(ExecboxError):
+    status, type, should_retry = 400, "invalid_request_error", False
+
+
+class AuthenticationFailed(ExecboxError):
+    status, type, should_retry = 401, "authentication_error", False
+
+
+class PermissionDenied(ExecboxError):
+    status, type, should_retry = 403, "permission_error", False
+
+
+class NotFound(ExecboxError):
+    status, type, should_retry = 404, "not_found_error", False
+
+
+class Conflict(ExecboxError):
+    status, type = 409, "conflict_error"
+
+
+class RequestTooLarge(ExecboxError):
+    status, type, should_retry = 413, "request_too_large", False
+
+
+class RateLimited(ExecboxError):
+    status, type = 429, "rate_limit_error"
+
+
+class InternalError(ExecboxError):
+    status, type = 500, "api_error"
+
+
+class UpstreamTimeout(ExecboxError):
+    status, type = 504, "timeout_error"
+
+
+class Overloaded(ExecboxError):
+    status, type = 529, "overloaded_error"
+
+
+class ContainerExpired(InvalidRequest):
+    """A request named a container whose TTL has passed."""
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(
+            f"Container `{container_id}` has expired. Send the request without `container` to get a new one.",
+            error_code="container_expired",
+        )
+
+
+class ContainerNotFound(NotFound):
+    def __init__(self, container_id: str) -> None:
+        super().__init__(f"Container `{container_id}` not found.")
+
+
+class FileNotFound(NotFound):
+    def __init__(self, file_id: str) -> None:
+        super().__init__(f"File `{file_id}` not found.")
+
+
+class SandboxUnavailable(ExecboxError):
+    """The host cannot run sandboxes as configured (missing isolation feature, runtime not built)."""
+
+    status, type = 500, "api_error"
+
+
+# Status code -> (error type) for errors that arrive as bare statuses, e.g. from an upstream model.
+ERROR_TYPES: dict[int, type[ExecboxError]] = {
+    cls.status: cls
+    for cls in (
+        InvalidRequest, AuthenticationFailed, PermissionDenied, NotFound, Conflict,
+        RequestTooLarge, RateLimited, InternalError, UpstreamTimeout, Overloaded,
+    )
+}
+
+
+def error_for_status(status: int, message: str) -> ExecboxError:
+    """The execbox error matching an HTTP status (unknown 4xx -> 400, unknown 5xx -> 500)."""
+    cls = ERROR_TYPES.get(status) or (InvalidRequest if 400 <= status < 500 else InternalError)
+    return cls(message)

@@ -1,0 +1,78 @@
+"""The composition root: builds every layer from Settings and wires them together.
+
+Only the HTTP layer and the CLI import this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from execbox import db
+from execbox.backends.registry import Backends
+from execbox.containers.manager import ContainerManager
+from execbox.conversation.loop import Conversation
+from execbox.files.store import FileStore
+from execbox.sandbox.bwrap import BwrapEngine
+from execbox.sandbox.types import Limits
+from execbox.settings import Settings
+
+log = logging.getLogger("execbox")
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        memory_bytes=settings.memory_limit,
+        cpus=settings.cpu_limit,
+        pids=settings.pids_limit,
+        disk_bytes=settings.disk_limit,
+        nofile=settings.nofile_limit,
+        timeout_s=settings.exec_timeout,
+        output_bytes=settings.output_limit,
+        output_file_bytes=settings.output_file_limit,
+    )
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: sa.Engine
+    files: FileStore
+    containers: ContainerManager
+    backends: Backends
+    conversation: Conversation
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Services":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database = db.connect(settings.database)
+        db.create_tables(database)
+        files = FileStore(database, settings.data_dir / "files", max_size=settings.max_upload_size)
+        engine = BwrapEngine(
+            limits=limits_from(settings),
+            state_dir=settings.data_dir / "sandbox",
+            runtime_dir=settings.runtime_dir,
+            insecure=settings.insecure,
+        )
+        containers = ContainerManager(
+            engine=engine,
+            database=database,
+            files=files,
+            boxes_dir=settings.data_dir / "containers",
+            ttl_s=settings.container_ttl,
+            expiry=settings.container_expiry,
+            reaper_interval_s=settings.reaper_interval,
+        )
+        backends = Backends.from_settings(settings)
+        conversation = Conversation(backends=backends, containers=containers, files=files, settings=settings)
+        return cls(settings, database, files, containers, backends, conversation)
+
+    async def start(self) -> None:
+        await self.containers.start()
+
+    async def stop(self) -> None:
+        await self.containers.stop()
+        await self.backends.aclose()
+        self.database.dispose()

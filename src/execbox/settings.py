@@ -1,0 +1,151 @@
+"""All of execbox's configuration, in one place.
+
+Every setting is read from an ``EXECBOX_<NAME>`` environment variable and can be
+overridden by the CLI flag of the same name (``--memory-limit 2GiB``). The README's
+configuration table is generated from the field descriptions below.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+    "ti": 1024**4, "tib": 1024**4,
+}
+
+
+def parse_size(value: object) -> int:
+    """Parse ``1GiB``, ``512MB``, ``1048576`` into a number of bytes."""
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a size: {value!r} (examples: 1GiB, 512MB, 1048576)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def format_size(n: int) -> str:
+    """Render a byte count the way the settings accept it (``1GiB``)."""
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return f"{n}B"
+
+
+def _split_csv(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return list(value or [])
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+
+
+class Settings(BaseSettings):
+    """execbox settings. Field descriptions are the user-facing documentation."""
+
+    model_config = SettingsConfigDict(env_prefix="EXECBOX_", extra="ignore")
+
+    # --- server ---------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, description="Port the HTTP server listens on.")
+    data_dir: Path = Field(
+        Path("/var/lib/execbox"),
+        description="Where containers' disks, uploaded and generated files, and the SQLite database live.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the metadata database; default: SQLite at DATA_DIR/execbox.db. "
+        "Example: postgresql+psycopg://user:pw@host/execbox.",
+    )
+    api_keys: CsvList = Field(
+        default_factory=list,
+        description="Comma-separated `workspace:key` pairs. Empty: any key is accepted as workspace "
+        "`default` and the server only binds to loopback.",
+    )
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    insecure: bool = Field(
+        False,
+        description="Start even when an isolation feature is missing on this host (doctor lists them). "
+        "Never needed on a supported host.",
+    )
+
+    # --- sandbox limits (per container / per execution) -------------------------------------
+    memory_limit: Size = Field(1024**3, description="Memory per container (cgroup), e.g. `1GiB`.")
+    cpu_limit: float = Field(1.0, description="CPU cores per container (cgroup quota).")
+    pids_limit: int = Field(256, description="Processes and threads per container.")
+    disk_limit: Size = Field(5 * 1024**3, description="Disk per container (loop-mounted ext4), e.g. `5GiB`.")
+    nofile_limit: int = Field(1024, description="Open files per process in the sandbox.")
+    exec_timeout: float = Field(90.0, description="Wall-clock seconds per execution.")
+    output_limit: Size = Field(
+        1024**2, description="Bytes kept of each of stdout and stderr per execution; the rest is cut with a marker."
+    )
+    output_file_limit: Size = Field(
+        100 * 1024**2, description="Largest file returned from `$OUTPUT_DIR`; larger gives `output_file_too_large`."
+    )
+    container_ttl: float = Field(3600.0, description="Seconds until an unused container expires.")
+    container_expiry: Literal["idle", "created"] = Field(
+        "idle", description="Measure the TTL from the last use (`idle`) or from creation (`created`)."
+    )
+    reaper_interval: float = Field(30.0, description="Seconds between sweeps that free expired containers.")
+    runtime_dir: Path | None = Field(
+        None,
+        description="The sandbox's Python environment; default: /var/cache/execbox/runtime-<hash of the pinned "
+        "requirements>, built by `execbox setup-runtime`.",
+    )
+
+    # --- Messages API -----------------------------------------------------------------------
+    max_tool_iterations: int = Field(
+        10, description="Tool calls in one request before the turn stops with `pause_turn`."
+    )
+    tool_error_names: Literal["sdk", "legacy"] = Field(
+        "sdk",
+        description="Tool error codes: `sdk` (execution_time_exceeded, ...) or `legacy`, the older documents' "
+        "names (code_execution_exceeded, container_expired).",
+    )
+    max_upload_size: Size = Field(500 * 1000**2, description="Largest Files API upload (413 above).")
+
+    # --- model backends ---------------------------------------------------------------------
+    anthropic_api_key: str | None = Field(
+        None,
+        validation_alias=AliasChoices("EXECBOX_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+        description="Key for Claude models (`claude-*`), forwarded to Anthropic's API. Also read from ANTHROPIC_API_KEY.",
+    )
+    anthropic_base_url: str = Field("https://api.anthropic.com", description="Upstream Anthropic API.")
+    openai_base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp, OpenAI), e.g. http://127.0.0.1:11434/v1."
+    )
+    openai_api_key: str | None = Field(None, description="Key for the OpenAI-compatible endpoint.")
+    openai_models: CsvList = Field(
+        default_factory=list, description="Comma-separated model ids served through the OpenAI-compatible endpoint."
+    )
+    upstream_timeout: float = Field(600.0, description="Seconds to wait for an upstream model.")
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'execbox.db'}"
+
+    def workspace_keys(self) -> dict[str, str]:
+        """Map each configured API key to its workspace."""
+        keys: dict[str, str] = {}
+        for pair in self.api_keys:
+            workspace, sep, key = pair.partition(":")
+            if not sep or not workspace or not key:
+                raise ValueError(f"EXECBOX_API_KEYS entry {pair!r} is not `workspace:key`")
+            keys[key] = workspace
+        return keys
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit (CLI) overrides on top; None means 'not given'."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
