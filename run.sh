@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# execbox set-up and entry point. Each command installs whatever is missing first:
+#
+#   ./run.sh serve [FLAGS]   set up, then run the server in the foreground (embedded defaults)
+#   ./run.sh test  [ARGS]    set up, then run the whole test suite (pytest ARGS)
+#   ./run.sh bench [ARGS]    set up, then run the sandbox benchmark
+#   ./run.sh setup           set up only
+#
+# What set-up does (every step is skipped when already done, so a second run is quick):
+#   1. Debian packages: bubblewrap, util-linux (setpriv, losetup), e2fsprogs (mkfs.ext4),
+#      libseccomp2, python3 (the sandbox's interpreter).
+#   2. .venv/: the server's Python environment (execbox and its dependencies, test tools).
+#   3. .venv/sdk-1.1/: a second environment with the 1.1 release of the anthropic SDK, for
+#      the compatibility tests (test only).
+#   4. The sandbox runtime environment (pandas, numpy, ...), built once per pin set into
+#      /var/cache/execbox and reused by every later run on the machine.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+ROOT=$PWD
+VENV=$ROOT/.venv
+SDK1_VENV=$VENV/sdk-1.1
+APT_PACKAGES=(bubblewrap util-linux e2fsprogs libseccomp2 python3 mount)
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+install_apt() {
+    local missing=()
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    ((${#missing[@]})) || return 0
+    step "installing Debian packages: ${missing[*]}"
+    if [ "$(id -u)" != 0 ]; then
+        echo "execbox needs root (namespaces, cgroups, loop disks); run this as root" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+pick_python() {
+    for candidate in python3.11 python3 /usr/bin/python3; do
+        if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            command -v "$candidate"
+            return
+        fi
+    done
+    echo "execbox needs Python 3.11 or newer" >&2
+    exit 1
+}
+
+install_venv() {
+    local stamp
+    stamp="$VENV/.execbox-deps-$(sha256sum pyproject.toml | cut -c1-12)"
+    [ -f "$stamp" ] && return 0
+    step "installing execbox's Python environment in .venv"
+    [ -x "$VENV/bin/python" ] || "$(pick_python)" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check uv
+    "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -e ".[test]"
+    rm -f "$VENV"/.execbox-deps-*
+    touch "$stamp"
+}
+
+install_sdk1_venv() {
+    local stamp=$SDK1_VENV/.execbox-anthropic-1.1.0
+    [ -f "$stamp" ] && return 0
+    step "installing the anthropic 1.1 SDK environment for the compatibility tests"
+    "$VENV/bin/uv" venv -q --python "$VENV/bin/python" "$SDK1_VENV"
+    "$VENV/bin/uv" pip install -q --python "$SDK1_VENV/bin/python" \
+        "anthropic==1.1.0" "pytest>=8" "pytest-timeout>=2.3" "httpx>=0.27"
+    touch "$stamp"
+}
+
+setup() {
+    install_apt
+    install_venv
+    [ "${1:-}" = test ] && install_sdk1_venv
+    step "sandbox runtime environment"
+    "$VENV/bin/execbox" setup-runtime
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+    serve)
+        setup
+        step "starting execbox (Ctrl-C stops it)"
+        exec "$VENV/bin/execbox" serve "$@"
+        ;;
+    test)
+        setup test
+        step "running the test suite"
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    bench)
+        setup
+        exec "$VENV/bin/python" bench/bench_sandbox.py "$@"
+        ;;
+    setup)
+        setup test
+        ;;
+    *)
+        echo "usage: ./run.sh serve|test|bench|setup [ARGS]" >&2
+        exit 2
+        ;;
+esac
