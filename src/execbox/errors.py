@@ -85,6 +85,13 @@ class FileNotFound(NotFound):
         super().__init__(f"File `{file_id}` not found.")
 
 
+class FileExpired(NotFound):
+    """The file's ``expires_at`` has passed: its metadata remains, its content is gone."""
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(f"File `{file_id}` has expired.", error_code="file_expired")
+
+
 class SandboxUnavailable(ExecboxError):
     """The host cannot run sandboxes as configured (missing isolation feature, runtime not built)."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Literal, Protocol, Union
 
 
@@ -86,6 +87,7 @@ class ModelInfo:
     display_name: str
     max_input_tokens: int = 200_000
     max_tokens: int = 64_000
+    created_at: datetime = datetime(2025, 1, 1, tzinfo=timezone.utc)  # release date, where known
 
 
 class ModelBackend(Protocol):

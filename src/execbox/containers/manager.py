@@ -2,15 +2,34 @@
 
 The manager owns container metadata (``containers/store.py``), serialises executions per
 container, runs the reaper, and turns the sandbox's output files into Files API records.
+Everything it knows lives on disk (the boxes) and in the database, so containers survive
+a restart: ``start()`` reopens them and frees those that expired in the meantime.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
 
-from execbox.files.store import FileRecord
-from execbox.sandbox.types import EditRequest, EditResult, ExecRequest, ExecResult
+import sqlalchemy as sa
+
+from execbox.containers.store import EXPIRED, ContainerRow, ContainerStore
+from execbox.db import utcnow
+from execbox.errors import ContainerExpired, ContainerNotFound, FileNotFound, RequestTooLarge
+from execbox.files.store import FileRecord, FileStore, safe_filename
+from execbox.ids import new_id
+from execbox.sandbox.types import Box, EditRequest, EditResult, Engine, ExecRequest, ExecResult, OutputFile
+
+log = logging.getLogger("execbox.containers")
+
+# Tombstones of expired containers are forgotten after this long (then the id is "not found").
+TOMBSTONE_RETENTION = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -44,43 +63,220 @@ class ContainerManager:
     """Lifecycle of containers. Every method takes the caller's workspace; a container of
     another workspace raises ContainerNotFound, an expired one ContainerExpired."""
 
+    def __init__(
+        self,
+        engine: Engine,
+        database: sa.Engine,
+        files: FileStore,
+        boxes_dir: Path,
+        ttl_s: float,
+        expiry: Literal["idle", "created"],
+        reaper_interval_s: float,
+    ) -> None:
+        self.engine = engine
+        self.store = ContainerStore(database)
+        self.files = files
+        self.boxes_dir = boxes_dir
+        self.ttl = timedelta(seconds=ttl_s)
+        self.expiry = expiry
+        self.reaper_interval_s = reaper_interval_s
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
     async def start(self) -> None:
         """Reopen surviving containers' disks and start the reaper."""
-        raise NotImplementedError
+        self.boxes_dir.mkdir(parents=True, exist_ok=True)
+        for row in self.store.active():
+            if row.expires_at <= utcnow():
+                await self._free(row)
+                continue
+            try:
+                await self.engine.open_box(self._box(row))
+            except Exception:
+                log.exception("container %s could not be reopened; freeing it", row.id)
+                await self._free(row)
+        self._reaper = asyncio.create_task(self._reap_forever(), name="execbox-reaper")
 
     async def stop(self) -> None:
-        raise NotImplementedError
+        """Stop the reaper and release every box's host resources, keeping their disks."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        for row in self.store.active():
+            async with self._lock(row.id):
+                try:
+                    await self.engine.close_box(self._box(row))
+                except Exception:
+                    log.exception("container %s could not be closed", row.id)
 
     async def create(self, workspace: str) -> Container:
-        raise NotImplementedError
+        now = utcnow()
+        row = self.store.insert(new_id("container"), workspace, now, now + self.ttl)
+        box = self._box(row)
+        try:
+            await self.engine.create_box(box)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.engine.destroy_box(box)
+            self.store.delete(row.id)
+            raise
+        return _container(row)
 
     async def get(self, workspace: str, container_id: str) -> Container:
-        raise NotImplementedError
+        row = self._find(workspace, container_id)
+        if row.expires_at <= utcnow():
+            raise ContainerExpired(container_id)
+        return _container(row)
 
     async def execute(self, workspace: str, container_id: str, request: ExecRequest) -> Execution:
         """Run code; refreshes the idle TTL. Serialised per container."""
-        raise NotImplementedError
+        async with self._using(workspace, container_id) as (row, box):
+            result = await self.engine.execute(box, request)
+            files = await asyncio.to_thread(self._store_outputs, workspace, result.files)
+            self._touch(row, execution_seconds=result.duration_s)
+        return Execution(result, files)
 
     async def edit(self, workspace: str, container_id: str, request: EditRequest) -> EditResult:
-        raise NotImplementedError
+        async with self._using(workspace, container_id) as (_, box):
+            return await self.engine.edit(box, request)
 
     async def put_file(self, workspace: str, container_id: str, path: str, data: bytes) -> str:
         """Write into the workspace; returns the sanitized path actually written."""
-        raise NotImplementedError
+        async with self._using(workspace, container_id) as (_, box):
+            return await asyncio.to_thread(self.engine.write_file, box, path, data)
 
     async def upload(self, workspace: str, container_id: str, file: FileRecord) -> str:
         """Copy a Files API file into the container's working directory under its filename."""
-        raise NotImplementedError
+        if file.workspace != workspace:
+            raise FileNotFound(file.id)
+        async with self._using(workspace, container_id) as (_, box):
+            blob = self.files.path(workspace, file.id)
+            data = await asyncio.to_thread(_read_at_most, blob, self.files.max_size)
+            return await asyncio.to_thread(self.engine.write_file, box, safe_filename(file.filename), data)
 
     async def read_file(self, workspace: str, container_id: str, path: str) -> bytes:
-        raise NotImplementedError
+        async with self._using(workspace, container_id, exclusive=False) as (_, box):
+            return await asyncio.to_thread(self.engine.read_file, box, path, self.engine.limits.output_file_bytes)
 
     async def list_files(self, workspace: str, container_id: str) -> list[tuple[str, int]]:
-        raise NotImplementedError
+        async with self._using(workspace, container_id, exclusive=False) as (_, box):
+            return await asyncio.to_thread(self.engine.list_files, box)
 
     async def destroy(self, workspace: str, container_id: str) -> None:
-        raise NotImplementedError
+        """Delete a container now: its box if it still has one, and its metadata."""
+        self._find(workspace, container_id, allow_expired=True)
+        async with self._lock(container_id):
+            row = self._find(workspace, container_id, allow_expired=True)
+            if row.status != EXPIRED:
+                await self.engine.destroy_box(self._box(row))
+            self.store.delete(container_id)
+            self._locks.pop(container_id, None)
 
     async def reap(self) -> int:
         """Free every expired container now; returns how many."""
-        raise NotImplementedError
+        freed = 0
+        for due in self.store.due(utcnow()):
+            lock = self._lock(due.id)
+            if lock.locked():  # in use right now; its user re-checks expiry
+                continue
+            async with lock:
+                row = self.store.get(due.id)
+                if row is not None and row.status != EXPIRED and row.expires_at <= utcnow():
+                    freed += await self._free(row)
+        self.store.purge_tombstones(utcnow() - TOMBSTONE_RETENTION)
+        return freed
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reaper_interval_s)
+            try:
+                freed = await self.reap()
+                if freed:
+                    log.info("reaper freed %d expired container(s)", freed)
+                await asyncio.to_thread(self.files.purge_expired)
+            except Exception:
+                log.exception("reaper sweep failed")
+
+    @contextlib.asynccontextmanager
+    async def _using(
+        self, workspace: str, container_id: str, *, exclusive: bool = True
+    ) -> AsyncIterator[tuple[ContainerRow, Box]]:
+        """A live container's box, marked as used. ``exclusive`` holds its lock throughout;
+        a container found past its expiry is freed on the spot."""
+        self._find(workspace, container_id)
+        async with self._lock(container_id) if exclusive else contextlib.nullcontext():
+            row = self._find(workspace, container_id)
+            if row.expires_at <= utcnow():
+                if exclusive:
+                    await self._free(row)
+                raise ContainerExpired(container_id)
+            yield self._touch(row), self._box(row)
+
+    def _find(self, workspace: str, container_id: str, *, allow_expired: bool = False) -> ContainerRow:
+        row = self.store.get(container_id)
+        if row is None or row.workspace != workspace:
+            raise ContainerNotFound(container_id)
+        if row.status == EXPIRED and not allow_expired:
+            raise ContainerExpired(container_id)
+        return row
+
+    def _touch(self, row: ContainerRow, execution_seconds: float = 0.0) -> ContainerRow:
+        now = utcnow()
+        expires_at = (now if self.expiry == "idle" else row.created_at) + self.ttl
+        self.store.touch(row.id, now, expires_at, execution_seconds)
+        return ContainerRow(
+            row.id, row.workspace, row.uid, row.status, row.created_at, now, expires_at,
+            row.execution_seconds + execution_seconds,
+        )
+
+    async def _free(self, row: ContainerRow) -> bool:
+        """Destroy an expired container's box and leave a tombstone. On failure the row
+        stays active (its uid stays taken) and the next sweep retries."""
+        try:
+            await self.engine.destroy_box(self._box(row))
+        except Exception:
+            log.exception("could not free expired container %s; will retry", row.id)
+            return False
+        self.store.expire(row.id)
+        self._locks.pop(row.id, None)
+        return True
+
+    def _lock(self, container_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(container_id, asyncio.Lock())
+
+    def _box(self, row: ContainerRow) -> Box:
+        assert row.uid is not None, "a tombstone has no box"
+        return Box(id=row.id, uid=row.uid, root=self.boxes_dir / row.id)
+
+    def _store_outputs(self, workspace: str, outputs: list[OutputFile]) -> list[GeneratedFile]:
+        """Move each staged output file into the Files API (runs in a worker thread)."""
+        try:
+            return [self._store_output(workspace, out) for out in outputs]
+        finally:
+            for out in outputs:
+                if out.staged is not None:
+                    out.staged.unlink(missing_ok=True)
+
+    def _store_output(self, workspace: str, out: OutputFile) -> GeneratedFile:
+        too_large = GeneratedFile(out.filename, out.size_bytes, None, error_code="output_file_too_large")
+        if out.staged is None or out.too_large:
+            return too_large
+        try:
+            record = self.files.create(workspace, safe_filename(out.filename), out.staged, downloadable=True)
+        except RequestTooLarge:
+            return too_large
+        return GeneratedFile(record.filename, record.size_bytes, record)
+
+
+def _container(row: ContainerRow) -> Container:
+    return Container(row.id, row.workspace, row.created_at, row.last_used_at, row.expires_at)
+
+
+def _read_at_most(path: Path, limit: int) -> bytes:
+    with path.open("rb") as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise RequestTooLarge(f"File is larger than {limit} bytes.")
+    return data

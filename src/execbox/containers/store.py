@@ -1,0 +1,132 @@
+"""Container metadata: the ``containers`` table and its queries (SQLAlchemy Core, any backend).
+
+A row is ``active`` while its box exists. When a container expires its box is freed and
+the row stays behind as an ``expired`` tombstone, so later requests can tell "expired"
+from "never existed". A tombstone has no uid: host uids are unique among live boxes only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import sqlalchemy as sa
+
+from execbox.db import UTCDateTime, metadata
+
+# Containers run as host uids from here up (200000 + n), far above any regular account.
+UID_BASE = 200_000
+ACTIVE: Literal["active"] = "active"
+EXPIRED: Literal["expired"] = "expired"
+
+containers_table = sa.Table(
+    "containers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("workspace", sa.String(128), nullable=False, index=True),
+    sa.Column("uid", sa.Integer, nullable=True, unique=True),  # NULL once the box is gone
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_used_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("execution_seconds", sa.Float, nullable=False, default=0.0),  # total, for metering
+)
+
+
+@dataclass(frozen=True)
+class ContainerRow:
+    id: str
+    workspace: str
+    uid: int | None
+    status: Literal["active", "expired"]
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    execution_seconds: float
+
+
+class ContainerStore:
+    """Reads and writes container rows."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def insert(self, container_id: str, workspace: str, now: datetime, expires_at: datetime) -> ContainerRow:
+        """Add an active container with the lowest free host uid."""
+        for _ in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    uid = _lowest_free_uid(conn)
+                    conn.execute(
+                        containers_table.insert().values(
+                            id=container_id, workspace=workspace, uid=uid, status=ACTIVE,
+                            created_at=now, last_used_at=now, expires_at=expires_at, execution_seconds=0.0,
+                        )
+                    )
+                return ContainerRow(container_id, workspace, uid, ACTIVE, now, now, expires_at, 0.0)
+            except sa.exc.IntegrityError:  # another process took the same uid: pick again
+                continue
+        raise RuntimeError("could not allocate a uid for a new container")
+
+    def get(self, container_id: str) -> ContainerRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(containers_table).where(containers_table.c.id == container_id)).first()
+        return None if row is None else ContainerRow(**row._mapping)
+
+    def active(self) -> list[ContainerRow]:
+        return self._select(containers_table.c.status == ACTIVE)
+
+    def due(self, now: datetime) -> list[ContainerRow]:
+        """Active containers whose expiry time has passed."""
+        c = containers_table.c
+        return self._select(c.status == ACTIVE, c.expires_at <= now)
+
+    def touch(self, container_id: str, now: datetime, expires_at: datetime, execution_seconds: float = 0.0) -> None:
+        """Record a use: last-use time, new expiry, and execution time to add."""
+        c = containers_table.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                containers_table.update()
+                .where(c.id == container_id)
+                .values(last_used_at=now, expires_at=expires_at,
+                        execution_seconds=c.execution_seconds + execution_seconds)
+            )
+
+    def expire(self, container_id: str) -> None:
+        """Turn the row into a tombstone, releasing its uid."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                containers_table.update()
+                .where(containers_table.c.id == container_id)
+                .values(status=EXPIRED, uid=None)
+            )
+
+    def delete(self, container_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(containers_table.delete().where(containers_table.c.id == container_id))
+
+    def purge_tombstones(self, expired_before: datetime) -> int:
+        """Forget tombstones of containers that expired before ``expired_before``."""
+        c = containers_table.c
+        with self.engine.begin() as conn:
+            return conn.execute(
+                containers_table.delete().where(c.status == EXPIRED, c.expires_at < expired_before)
+            ).rowcount
+
+    def _select(self, *where: sa.ColumnElement[bool]) -> list[ContainerRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(containers_table).where(*where).order_by(containers_table.c.created_at))
+            return [ContainerRow(**row._mapping) for row in rows]
+
+
+def _lowest_free_uid(conn: sa.Connection) -> int:
+    taken = conn.execute(
+        sa.select(containers_table.c.uid).where(containers_table.c.uid.is_not(None)).order_by(containers_table.c.uid)
+    ).scalars()
+    uid = UID_BASE
+    for used in taken:
+        if used != uid:
+            break
+        uid += 1
+    return uid

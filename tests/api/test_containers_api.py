@@ -1,0 +1,161 @@
+"""The direct containers API over HTTP, against a real server with real sandboxes."""
+
+from __future__ import annotations
+
+import time
+
+import anthropic
+import httpx
+import pytest
+
+
+def api(server, api_key: str = "test") -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"x-api-key": api_key}, timeout=120)
+
+
+def create(client: httpx.Client) -> str:
+    response = client.post("/v1/containers")
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def run(client: httpx.Client, container_id: str, **body) -> dict:
+    response = client.post(f"/v1/containers/{container_id}/exec", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def error_of(response: httpx.Response) -> dict:
+    assert response.json()["type"] == "error"
+    return response.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with api(server) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def container(client: httpx.Client) -> str:
+    return create(client)
+
+
+def test_create_get_delete(client: httpx.Client) -> None:
+    created = client.post("/v1/containers").json()
+    assert created["id"].startswith("container_") and created["type"] == "container"
+    assert created["expires_at"] > created["created_at"]
+    assert client.get(f"/v1/containers/{created['id']}").json()["id"] == created["id"]
+    deleted = client.delete(f"/v1/containers/{created['id']}")
+    assert deleted.json() == {"id": created["id"], "type": "container_deleted"}
+    assert client.get(f"/v1/containers/{created['id']}").status_code == 404
+
+
+def test_python_and_bash_share_the_workspace(client: httpx.Client, container: str) -> None:
+    wrote = run(client, container, code="open('shared.txt', 'w').write('from python')\nprint(6 * 7)")
+    assert (wrote["stdout"], wrote["stderr"], wrote["return_code"], wrote["error_code"]) == ("42\n", "", 0, None)
+    assert wrote["duration_ms"] >= 0 and wrote["stdout_truncated"] is False and wrote["files"] == []
+    read = run(client, container, command="cat shared.txt; echo fail >&2; exit 4")
+    assert (read["stdout"], read["stderr"], read["return_code"]) == ("from python", "fail\n", 4)
+
+
+def test_output_file_is_downloadable(server, client: httpx.Client, container: str) -> None:
+    result = run(
+        client, container,
+        code="import os\nopen(os.path.join(os.environ['OUTPUT_DIR'], 'result.csv'), 'w').write('a,b\\n1,2\\n')",
+    )
+    [output] = result["files"]
+    assert (output["filename"], output["size_bytes"], output["error_code"]) == ("result.csv", 8, None)
+    content = client.get(f"/v1/files/{output['file_id']}/content")
+    assert content.status_code == 200 and content.content == b"a,b\n1,2\n"
+    assert content.headers["content-type"].startswith("text/csv")
+    sdk = anthropic.Anthropic(base_url=server.url, api_key="test", max_retries=0, _strict_response_validation=True)
+    assert sdk.files.retrieve_metadata(output["file_id"]).downloadable is True
+    assert sdk.files.download(output["file_id"]).read() == b"a,b\n1,2\n"
+
+
+def test_timeout(client: httpx.Client, container: str) -> None:
+    result = run(client, container, command="echo started; sleep 60", timeout=1)
+    assert result["error_code"] == "execution_time_exceeded"
+    assert result["return_code"] != 0
+    assert run(client, container, code="print('still usable')")["stdout"] == "still usable\n"
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"code": "1", "command": "true"}, {"code": "1", "timeout": 0}, {"command": 5}, {"cmd": "ls"}]
+)
+def test_bad_exec_bodies(client: httpx.Client, container: str, body: dict) -> None:
+    response = client.post(f"/v1/containers/{container}/exec", json=body)
+    assert response.status_code == 400
+    assert error_of(response)["type"] == "invalid_request_error"
+
+
+def test_put_get_and_list_files(client: httpx.Client, container: str) -> None:
+    written = client.put(f"/v1/containers/{container}/files/data/in.txt", content=b"hello")
+    assert written.json() == {"path": "data/in.txt", "size_bytes": 5}
+    escaped = client.put(f"/v1/containers/{container}/files/..%2F..%2F..%2Fetc%2Fevil", content=b"x")
+    assert escaped.json()["path"] == "etc/evil"
+    assert run(client, container, command="cat data/in.txt")["stdout"] == "hello"
+    assert client.get(f"/v1/containers/{container}/files/data/in.txt").content == b"hello"
+    listing = client.get(f"/v1/containers/{container}/files").json()["data"]
+    assert {"path": "data/in.txt", "size_bytes": 5} in listing
+    missing = client.get(f"/v1/containers/{container}/files/nope.txt")
+    assert missing.status_code == 404 and error_of(missing)["type"] == "not_found_error"
+
+
+def test_unknown_container_is_not_found(client: httpx.Client) -> None:
+    for response in (
+        client.get("/v1/containers/container_unknown"),
+        client.post("/v1/containers/container_unknown/exec", json={"code": "1"}),
+        client.get("/v1/containers/container_unknown/files"),
+        client.put("/v1/containers/container_unknown/files/a", content=b""),
+        client.delete("/v1/containers/container_unknown"),
+    ):
+        assert response.status_code == 404
+        assert error_of(response)["type"] == "not_found_error"
+
+
+def test_workspaces_are_isolated(start_server) -> None:
+    keyed = start_server(env={"EXECBOX_API_KEYS": "a:key-a,b:key-b"})
+    with api(keyed, "key-a") as a, api(keyed, "key-b") as b:
+        container = create(a)
+        assert b.get(f"/v1/containers/{container}").status_code == 404
+        assert b.post(f"/v1/containers/{container}/exec", json={"code": "1"}).status_code == 404
+        assert b.delete(f"/v1/containers/{container}").status_code == 404
+        assert run(a, container, code="print('a')")["stdout"] == "a\n"
+        assert api(keyed, "nope").post("/v1/containers").status_code == 401
+    keyed.stop()
+
+
+def test_expired_container(start_server) -> None:
+    short = start_server(args=["--container-ttl", "1", "--reaper-interval", "0.2"])
+    with api(short) as client:
+        container = create(client)
+        box = short.data_dir / "containers" / container
+        assert box.exists()
+        deadline = time.monotonic() + 60
+        while box.exists() and time.monotonic() < deadline:  # the reaper frees it
+            time.sleep(0.2)
+        assert not box.exists()
+        for response in (
+            client.get(f"/v1/containers/{container}"),
+            client.post(f"/v1/containers/{container}/exec", json={"code": "1"}),
+        ):
+            assert response.status_code == 400
+            assert error_of(response)["details"]["error_code"] == "container_expired"
+    short.stop()
+
+
+def test_restart_keeps_containers_and_files(start_server) -> None:
+    first = start_server()
+    with api(first) as client:
+        container = create(client)
+        run(client, container, code="open('kept.txt', 'w').write('survives')")
+    first.stop()
+
+    second = start_server(data_dir=first.data_dir)
+    with api(second) as client:
+        assert client.get(f"/v1/containers/{container}").status_code == 200
+        assert client.get(f"/v1/containers/{container}/files/kept.txt").content == b"survives"
+        assert run(client, container, command="cat kept.txt")["stdout"] == "survives"
+    second.stop()

@@ -1,0 +1,157 @@
+import io
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from execbox import db
+from execbox.errors import FileExpired, FileNotFound, InvalidRequest, RequestTooLarge
+from execbox.files.store import FileStore, files_table, safe_filename
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    engine = db.connect(f"sqlite:///{tmp_path / 'meta.db'}")
+    db.create_tables(engine)
+    return FileStore(engine, tmp_path / "files", max_size=1000)
+
+
+def upload(store: FileStore, name: str = "a.csv", data: bytes = b"x,y\n1,2\n", **kw) -> str:
+    return store.create("ws", name, io.BytesIO(data), **kw).id
+
+
+def test_upload_round_trip(store: FileStore) -> None:
+    record = store.create("ws", "data.csv", io.BytesIO(b"x,y\n1,2\n"), mime_type="text/csv")
+    assert record.id.startswith("file_")
+    assert (record.filename, record.mime_type, record.size_bytes) == ("data.csv", "text/csv", 8)
+    assert record.downloadable is False and record.expires_at is None
+    assert store.get("ws", record.id) == record
+    assert store.path("ws", record.id).read_bytes() == b"x,y\n1,2\n"
+
+
+def test_mime_type_is_guessed_when_not_declared(store: FileStore) -> None:
+    assert store.get("ws", upload(store, "report.xlsx")).mime_type.endswith("spreadsheetml.sheet")
+    octet = store.create("ws", "notes.md", io.BytesIO(b"# hi"), mime_type="application/octet-stream")
+    assert octet.mime_type == "text/markdown"
+    assert store.get("ws", upload(store, "blob")).mime_type == "application/octet-stream"
+
+
+def test_other_workspace_sees_nothing(store: FileStore) -> None:
+    file_id = upload(store)
+    with pytest.raises(FileNotFound):
+        store.get("other", file_id)
+    with pytest.raises(FileNotFound):
+        store.delete("other", file_id)
+    assert store.list("other").records == []
+
+
+@pytest.mark.parametrize("name", ["", "a" * 256, "a/b", "a\\b", "x:y", "q?", 'quo"te', "tab\there", "<x>", "p|q", "*"])
+def test_bad_filenames_are_rejected(store: FileStore, name: str) -> None:
+    with pytest.raises(InvalidRequest):
+        upload(store, name)
+
+
+def test_safe_filename_makes_acceptable_names() -> None:
+    assert safe_filename("a:b/c?.png") == "a_b_c_.png"
+    assert safe_filename("") == "file"
+    assert len(safe_filename("x" * 300)) == 255
+
+
+def test_too_large_upload_leaves_nothing_behind(store: FileStore) -> None:
+    with pytest.raises(RequestTooLarge):
+        upload(store, data=b"x" * 1001)
+    assert store.list("ws").records == []
+    assert list(store.staging_dir.iterdir()) == []
+    assert upload(store, data=b"x" * 1000)
+
+
+@pytest.mark.parametrize("seconds", [0, 3599, 7776001])
+def test_expiry_bounds(store: FileStore, seconds: int) -> None:
+    with pytest.raises(InvalidRequest):
+        upload(store, expires_in_seconds=seconds)
+
+
+def test_expired_file_keeps_metadata_but_loses_content(store: FileStore) -> None:
+    file_id = upload(store, expires_in_seconds=3600)
+    with store.engine.begin() as conn:
+        conn.execute(
+            files_table.update().values(expires_at=db.utcnow() - timedelta(seconds=1))
+        )
+    with pytest.raises(FileExpired):
+        store.path("ws", file_id)
+    assert store.purge_expired() == 1
+    assert store.purge_expired() == 0
+    assert [r.id for r in store.list("ws").records] == [file_id]
+    assert not any(p.is_file() and p.name == file_id for p in store.root.rglob("*"))
+
+
+def test_generated_file_is_moved_in(store: FileStore, tmp_path: Path) -> None:
+    staged = tmp_path / "plot.png"
+    staged.write_bytes(b"\x89PNG")
+    record = store.create("ws", "plot.png", staged, downloadable=True)
+    assert not staged.exists()
+    assert record.downloadable and record.mime_type == "image/png" and record.size_bytes == 4
+    assert store.path("ws", record.id).read_bytes() == b"\x89PNG"
+
+
+def test_delete(store: FileStore) -> None:
+    file_id = upload(store)
+    blob = store.path("ws", file_id)
+    store.delete("ws", file_id)
+    assert not blob.exists()
+    with pytest.raises(FileNotFound):
+        store.get("ws", file_id)
+    with pytest.raises(FileNotFound):
+        store.delete("ws", file_id)
+
+
+def test_list_pages_newest_first_with_page_cursor(store: FileStore) -> None:
+    ids = [upload(store, f"f{i}.txt") for i in range(7)]
+    newest_first = ids[::-1]
+    seen, page = [], None
+    while True:
+        result = store.list("ws", limit=3, page=page)
+        seen += [r.id for r in result.records]
+        if not result.next_page:
+            assert result.has_more is False
+            break
+        assert result.next_page.startswith("page_")
+        page = result.next_page
+    assert seen == newest_first
+
+
+def test_list_with_legacy_cursors(store: FileStore) -> None:
+    ids = [upload(store, f"f{i}.txt") for i in range(5)][::-1]
+    first = store.list("ws", limit=2)
+    assert [r.id for r in first.records] == ids[:2] and first.has_more
+    after = store.list("ws", limit=2, after_id=ids[1])
+    assert [r.id for r in after.records] == ids[2:4] and after.has_more
+    before = store.list("ws", limit=2, before_id=ids[4])
+    assert [r.id for r in before.records] == ids[2:4] and before.has_more
+    last = store.list("ws", limit=2, before_id=ids[2])
+    assert [r.id for r in last.records] == ids[:2] and not last.has_more
+
+
+def test_list_by_ids(store: FileStore) -> None:
+    ids = [upload(store, f"f{i}.txt") for i in range(4)]
+    result = store.list("ws", ids=[ids[0], ids[2], ids[0], "file_unknown"])
+    assert [r.id for r in result.records] == [ids[2], ids[0]]
+    assert result.has_more is False and result.next_page is None
+    with pytest.raises(InvalidRequest):
+        store.list("ws", ids=[f"file_{i}" for i in range(101)])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"limit": 0}, {"limit": 1001}, {"page": "bogus"}, {"page": "page_!!"}, {"after_id": "file_nope"},
+     {"before_id": "file_a", "after_id": "file_b"}],
+)
+def test_list_rejects_bad_parameters(store: FileStore, kwargs: dict) -> None:
+    with pytest.raises(InvalidRequest):
+        store.list("ws", **kwargs)
+
+
+def test_metadata_survives_a_new_store(store: FileStore) -> None:
+    file_id = upload(store, data=b"kept")
+    again = FileStore(store.engine, store.root, max_size=1000)
+    assert again.path("ws", file_id).read_bytes() == b"kept"
