@@ -1,0 +1,370 @@
+"""The Messages tool loop: model -> server tool call -> sandbox -> result -> model, within one request.
+
+``Conversation.start`` does every check that can fail before any output (model, container,
+uploads) and returns a ``Turn``. ``Turn.events()`` runs the loop and yields the response as
+stream events (spec section 6); a non-streaming response is the same run, drained
+(``Turn.complete()``), so both forms always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from execbox.backends.base import (
+    BlockStart,
+    BlockStop,
+    InputDelta,
+    ModelBackend,
+    ModelRequest,
+    TextDelta,
+    ToolSpec,
+    TurnStop,
+)
+from execbox.backends.registry import Backends
+from execbox.containers.manager import Container, ContainerManager
+from execbox.conversation.history import (
+    current_uploads,
+    model_view,
+    open_calls,
+    upload_ids,
+    with_response,
+    with_upload_notes,
+)
+from execbox.conversation.results import ERROR_CODES, edit_block, error_block, execution_block
+from execbox.conversation.tools import SERVER_TOOLS, InvalidToolInput, sandbox_request, server_tools
+from execbox.errors import ContainerExpired, ExecboxError, FileNotFound, InvalidRequest
+from execbox.files.store import FileStore, safe_filename
+from execbox.ids import new_id
+from execbox.protocol.messages import (
+    CodeToolResultBlock,
+    ContainerInfo,
+    ContainerParam,
+    ContentBlockDeltaEvent,
+    ContentBlockStartEvent,
+    ContentBlockStopEvent,
+    InputJsonDelta,
+    Message,
+    MessageCreateParams,
+    MessageDelta,
+    MessageDeltaEvent,
+    MessageInput,
+    MessageStartEvent,
+    MessageStopEvent,
+    ServerToolUseBlock,
+    StreamEvent,
+    TextBlock,
+    ToolUseBlock,
+)
+from execbox.protocol.messages import TextDelta as TextDeltaWire
+from execbox.sandbox.types import WORKSPACE, EditRequest, ExecRequest
+from execbox.settings import Settings
+
+log = logging.getLogger("execbox.messages")
+
+
+def tool_specs(params: MessageInput) -> list[ToolSpec]:
+    """The tools the model is offered: the code tool's server tools, then the client tools."""
+    specs = server_tools(params.code_tool.type) if params.code_tool else []
+    for tool in params.client_tools:
+        if tool.name in SERVER_TOOLS:
+            raise InvalidRequest(f"tools: `{tool.name}` is the name of a code execution tool; rename the client tool.")
+        specs.append(ToolSpec(name=tool.name, input_schema=tool.input_schema, description=tool.description or ""))
+    return specs
+
+
+def model_request(params: MessageInput, messages: list[dict[str, Any]], max_tokens: int) -> ModelRequest:
+    """A backend request for ``params`` over ``messages`` (shown to the model as ``model_view``)."""
+    extra: dict[str, Any] = {"thinking": params.thinking} if params.thinking else {}
+    stop_sequences: list[str] = []
+    if isinstance(params, MessageCreateParams):
+        for name in ("temperature", "top_p", "top_k", "metadata"):
+            if getattr(params, name) is not None:
+                extra[name] = getattr(params, name)
+        stop_sequences = params.stop_sequences or []
+    tool_choice = params.tool_choice.model_dump(exclude_none=True) if params.tool_choice else None
+    if tool_choice and tool_choice.get("name") == "code_execution" and params.code_tool:
+        # Forcing the code tool forces its first sub-tool, the name the model knows it by.
+        tool_choice["name"] = server_tools(params.code_tool.type)[0].name
+    system = params.system
+    return ModelRequest(
+        model=params.model,
+        messages=model_view(messages),
+        max_tokens=max_tokens,
+        system=system
+        if system is None or isinstance(system, str)
+        else [b.model_dump(exclude_unset=True) for b in system],
+        tools=tool_specs(params),
+        tool_choice=tool_choice,
+        stop_sequences=stop_sequences,
+        extra=extra,
+    )
+
+
+def history_of(params: MessageInput) -> list[dict[str, Any]]:
+    """The request's messages as plain dicts, exactly as sent."""
+    return [message.model_dump(mode="json", exclude_unset=True) for message in params.messages]
+
+
+class Conversation:
+    """Runs Messages requests against the model backends, containers and files."""
+
+    def __init__(
+        self, *, backends: Backends, containers: ContainerManager, files: FileStore, settings: Settings
+    ) -> None:
+        self.backends = backends
+        self.containers = containers
+        self.files = files
+        self.settings = settings
+
+    async def start(self, params: MessageCreateParams, workspace: str) -> Turn:
+        """Check the request and prepare its container; raises before any output is produced.
+
+        The container is created (or fetched, when ``container`` names one) only when the
+        code execution tool is offered; the current turn's ``container_upload`` files are
+        copied into it.
+        """
+        backend = self.backends.for_model(params.model)
+        tool_specs(params)  # rejects client tools named like a server tool
+        history = history_of(params)
+        uploads = current_uploads(history)
+        if params.code_tool is None:
+            if uploads:
+                raise InvalidRequest("container_upload blocks need the code execution tool in `tools`.")
+            return Turn(self, params, workspace, backend, history, None)
+        if isinstance(params.container, ContainerParam) and params.container.skills:
+            raise InvalidRequest("container.skills: skills are not supported by this server.")
+        records = [self.files.get(workspace, file_id) for file_id in uploads]
+        if params.container_id:
+            container = await self.containers.get(workspace, params.container_id)
+        else:
+            container = await self.containers.create(workspace)
+        paths = self._earlier_upload_paths(workspace, history)
+        for record in records:
+            paths[record.id] = f"{WORKSPACE}/{await self.containers.upload(workspace, container.id, record)}"
+        return Turn(self, params, workspace, backend, with_upload_notes(history, paths), container)
+
+    def _earlier_upload_paths(self, workspace: str, history: list[dict[str, Any]]) -> dict[str, str]:
+        """Where the files of earlier turns' uploads went (those still in the Files API)."""
+        paths = {}
+        for file_id in upload_ids(history[:-1]):
+            try:
+                paths[file_id] = f"{WORKSPACE}/{safe_filename(self.files.get(workspace, file_id).filename)}"
+            except FileNotFound:
+                continue
+        return paths
+
+    async def count_tokens(self, params: MessageInput) -> int:
+        backend = self.backends.for_model(params.model)
+        return await backend.count_tokens(model_request(params, history_of(params), max_tokens=1))
+
+
+class Turn:
+    """One request's run of the tool loop; ``message`` is the response, complete once the events end."""
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        params: MessageCreateParams,
+        workspace: str,
+        backend: ModelBackend,
+        history: list[dict[str, Any]],
+        container: Container | None,
+    ) -> None:
+        self._settings = conversation.settings
+        self._containers = conversation.containers
+        self.params = params
+        self.workspace = workspace
+        self.backend = backend
+        self.history = history
+        self.container = container
+        self.message = Message(
+            id=new_id("msg"),
+            model=params.model,
+            container=ContainerInfo(id=container.id, expires_at=container.expires_at) if container else None,
+        )
+        self.model_calls = 0
+        self.executions = 0
+
+    async def complete(self) -> Message:
+        """Run the whole loop and return the response."""
+        async for _ in self.events():
+            pass
+        return self.message
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        """The response as stream events. ``message_start`` is held back until there is
+        something to say, so failures that happen before (an upstream rejecting the
+        request) surface as plain errors."""
+        message = self.message
+        started = False
+        try:
+            async for event in self._run():
+                if not started:
+                    started = True
+                    yield MessageStartEvent(message=Message(id=message.id, model=message.model))
+                if event is not None:
+                    yield event
+            await self._refresh_container()
+            if not started:
+                yield MessageStartEvent(message=Message(id=message.id, model=message.model))
+            yield MessageDeltaEvent(
+                delta=MessageDelta(
+                    stop_reason=message.stop_reason, stop_sequence=message.stop_sequence, container=message.container
+                ),
+                usage=message.usage,
+            )
+            yield MessageStopEvent()
+        finally:
+            log.info(
+                "message %s model=%s stream=%s model_calls=%d executions=%d stop_reason=%s container=%s",
+                message.id,
+                message.model,
+                self.params.stream,
+                self.model_calls,
+                self.executions,
+                message.stop_reason or "error",
+                self.container.id if self.container else None,
+            )
+
+    def _stop(self, reason: str, sequence: str | None = None) -> None:
+        self.message.stop_reason = reason  # type: ignore[assignment]
+        self.message.stop_sequence = sequence
+
+    def _conversation_so_far(self) -> list[dict[str, Any]]:
+        response = [block.model_dump(mode="json", exclude_none=True) for block in self.message.content]
+        return with_response(self.history, response)
+
+    async def _run(self) -> AsyncIterator[StreamEvent | None]:
+        """The loop. It yields None where it is about to do slow work, so the message can start."""
+        params, usage = self.params, self.message.usage
+        limit = max(1, self._settings.max_tool_iterations)
+        if params.max_tokens == 0:
+            # Cache pre-warming: nothing is generated.
+            request = model_request(params, self.history, max_tokens=0)
+            usage.input_tokens = await self.backend.count_tokens(request)
+            self._stop("max_tokens")
+            return
+        while True:
+            for call in open_calls(self._conversation_so_far()):
+                if call["type"] == "tool_use":
+                    self._stop("tool_use")
+                    return
+                if self.executions >= limit:
+                    self._stop("pause_turn")
+                    return
+                async for event in self._execute(call):
+                    yield event
+            remaining = params.max_tokens - usage.output_tokens
+            if remaining <= 0:
+                self._stop("max_tokens")
+                return
+            request = model_request(params, self._conversation_so_far(), remaining)
+            if self.model_calls and request.tool_choice and request.tool_choice["type"] in ("any", "tool"):
+                # A forced tool choice applies to the first step only, or the loop would never end.
+                request.tool_choice = {**request.tool_choice, "type": "auto"}
+                request.tool_choice.pop("name", None)
+            stop: TurnStop | None = None
+            async for event in self._model_turn(request):
+                if isinstance(event, TurnStop):
+                    stop = event
+                else:
+                    yield event
+            assert stop is not None, "a model turn ends with TurnStop"
+            if stop.stop_reason not in ("tool_use", "end_turn") or not open_calls(self._conversation_so_far()):
+                self._stop(stop.stop_reason, stop.stop_sequence)
+                return
+
+    async def _model_turn(self, request: ModelRequest) -> AsyncIterator[StreamEvent | TurnStop]:
+        """One model call: its blocks become response blocks, streamed as they come."""
+        server_names = {spec.name for spec in request.tools if spec.server}
+        content, usage = self.message.content, self.message.usage
+        self.model_calls += 1
+        block: TextBlock | ServerToolUseBlock | ToolUseBlock | None = None
+        arguments = ""
+        async for event in self.backend.stream(request):
+            index = len(content) - 1
+            if isinstance(event, BlockStart):
+                if event.kind == "text":
+                    block = TextBlock(text="")
+                elif event.name in server_names:
+                    block = ServerToolUseBlock(id=new_id("srvtoolu"), name=event.name or "", input={})
+                else:
+                    block = ToolUseBlock(id=new_id("toolu"), name=event.name or "", input={})
+                arguments = ""
+                content.append(block)
+                yield ContentBlockStartEvent(index=len(content) - 1, content_block=block.model_copy())
+            elif isinstance(event, TextDelta) and isinstance(block, TextBlock):
+                block.text += event.text
+                yield ContentBlockDeltaEvent(index=index, delta=TextDeltaWire(text=event.text))
+            elif isinstance(event, InputDelta) and isinstance(block, (ServerToolUseBlock, ToolUseBlock)):
+                arguments += event.partial_json
+                yield ContentBlockDeltaEvent(index=index, delta=InputJsonDelta(partial_json=event.partial_json))
+            elif isinstance(event, BlockStop) and block is not None:
+                if not isinstance(block, TextBlock):
+                    block.input = _parse_input(arguments)
+                block = None
+                yield ContentBlockStopEvent(index=index)
+            elif isinstance(event, TurnStop):
+                usage.input_tokens += event.input_tokens
+                usage.output_tokens += event.output_tokens
+                yield event
+
+    async def _execute(self, call: dict[str, Any]) -> AsyncIterator[StreamEvent | None]:
+        """Run one server tool call and emit its result block."""
+        name, tool_use_id = call["name"], call["id"]
+        self.executions += 1
+        yield None
+        try:
+            request = sandbox_request(name, call.get("input") or {})
+        except InvalidToolInput as exc:
+            result: CodeToolResultBlock = error_block(name, tool_use_id, "invalid_tool_input", str(exc))
+        else:
+            result = await self._sandbox(name, tool_use_id, request)
+        self.message.content.append(result)
+        index = len(self.message.content) - 1
+        yield ContentBlockStartEvent(index=index, content_block=result)
+        yield ContentBlockStopEvent(index=index)
+
+    async def _sandbox(self, name: str, tool_use_id: str, request: ExecRequest | EditRequest) -> CodeToolResultBlock:
+        assert self.container is not None, "server tools are only offered with a container"
+        names = self._settings.tool_error_names
+        server_usage = self.message.usage.server_tool_use
+        server_usage.code_execution_requests += 1
+        try:
+            if isinstance(request, EditRequest):
+                return edit_block(tool_use_id, await self._containers.edit(self.workspace, self.container.id, request))
+            execution = await self._containers.execute(self.workspace, self.container.id, request)
+        except ContainerExpired:
+            return error_block(name, tool_use_id, ERROR_CODES[names]["expired"])
+        except ExecboxError as exc:
+            log.warning("%s in %s failed: %s", name, self.container.id, exc.message)
+            return error_block(name, tool_use_id, "unavailable")
+        except Exception:
+            log.exception("%s in %s failed", name, self.container.id)
+            return error_block(name, tool_use_id, "unavailable")
+        server_usage.execution_time_seconds = round(
+            server_usage.execution_time_seconds + execution.result.duration_s, 3
+        )
+        return execution_block(name, tool_use_id, execution, names)
+
+    async def _refresh_container(self) -> None:
+        """Executions push the container's expiry back: report the latest."""
+        if self.container is None or not self.executions:
+            return
+        try:
+            container = await self._containers.get(self.workspace, self.container.id)
+        except ExecboxError:
+            return
+        self.message.container = ContainerInfo(id=container.id, expires_at=container.expires_at)
+
+
+def _parse_input(arguments: str) -> dict[str, Any]:
+    """A tool call's JSON input; malformed input becomes ``{}`` (and fails schema checks later)."""
+    try:
+        value = json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,516 @@
+"""Wire shapes of the Messages API: request params, content blocks, the Message, SSE events.
+
+Content block models serve both directions: a response block can be sent back as input
+unchanged (``pause_turn`` continuations, tool-result replies), so every block tolerates
+the optional fields a client may echo (``citations: null``, ``cache_control``, ``caller``).
+Unknown block and tool *types* are rejected with a 400.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from execbox.errors import InvalidRequest
+
+PYTHON_TOOL = "code_execution_20250522"
+BASH_TOOLS = ("code_execution_20250825", "code_execution_20260120", "code_execution_20260521")
+# Sent by SDK >= 2.0; it drops sampling parameters and a few legacy input forms.
+STRICT_VERSION = "2026-10-21"
+
+
+class Wire(BaseModel):
+    """Base of every wire model: unknown optional fields are accepted (and kept as extras)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --- content blocks -------------------------------------------------------------------------
+
+
+class TextBlock(Wire):
+    type: Literal["text"] = "text"
+    text: str
+    citations: list[dict[str, Any]] | None = None
+
+
+class ImageBlock(Wire):
+    type: Literal["image"] = "image"
+    source: dict[str, Any]
+
+
+class DocumentBlock(Wire):
+    type: Literal["document"] = "document"
+    source: dict[str, Any]
+
+
+class SearchResultBlock(Wire):
+    type: Literal["search_result"] = "search_result"
+    source: str
+    title: str
+    content: list[dict[str, Any]]
+
+
+class ThinkingBlock(Wire):
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str
+
+
+class RedactedThinkingBlock(Wire):
+    type: Literal["redacted_thinking"] = "redacted_thinking"
+    data: str
+
+
+class ToolUseBlock(Wire):
+    """A call of a client tool (``toolu_`` id); the client answers with a ``tool_result``."""
+
+    type: Literal["tool_use"] = "tool_use"
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResultBlock(Wire):
+    type: Literal["tool_result"] = "tool_result"
+    tool_use_id: str
+    content: str | list[dict[str, Any]] | None = None
+    is_error: bool | None = None
+
+
+class ServerToolUseBlock(Wire):
+    """A call of a tool execbox runs itself (``srvtoolu_`` id)."""
+
+    type: Literal["server_tool_use"] = "server_tool_use"
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ContainerUploadBlock(Wire):
+    """A Files API file to copy into the container before the turn runs."""
+
+    type: Literal["container_upload"] = "container_upload"
+    file_id: str
+
+
+class OtherServerToolResultBlock(Wire):
+    """Results of server tools execbox does not run (web search/fetch, tool search): accepted as history."""
+
+    type: Literal["web_search_tool_result", "web_fetch_tool_result", "tool_search_tool_result"]
+    tool_use_id: str
+    content: Any
+
+
+# Result contents of the code execution tools.
+
+
+class CodeExecutionOutput(Wire):
+    type: Literal["code_execution_output"] = "code_execution_output"
+    file_id: str
+
+
+class CodeExecutionResult(Wire):
+    type: Literal["code_execution_result"] = "code_execution_result"
+    stdout: str
+    stderr: str
+    return_code: int
+    content: list[CodeExecutionOutput] = Field(default_factory=list)
+
+
+class EncryptedCodeExecutionResult(Wire):
+    type: Literal["encrypted_code_execution_result"] = "encrypted_code_execution_result"
+    encrypted_stdout: str
+    stderr: str
+    return_code: int
+    content: list[CodeExecutionOutput] = Field(default_factory=list)
+
+
+class CodeExecutionToolResultError(Wire):
+    type: Literal["code_execution_tool_result_error"] = "code_execution_tool_result_error"
+    error_code: str
+
+
+class CodeExecutionToolResultBlock(Wire):
+    type: Literal["code_execution_tool_result"] = "code_execution_tool_result"
+    tool_use_id: str
+    content: Annotated[
+        CodeExecutionResult | EncryptedCodeExecutionResult | CodeExecutionToolResultError,
+        Field(discriminator="type"),
+    ]
+
+
+class BashCodeExecutionOutput(Wire):
+    type: Literal["bash_code_execution_output"] = "bash_code_execution_output"
+    file_id: str
+
+
+class BashCodeExecutionResult(Wire):
+    type: Literal["bash_code_execution_result"] = "bash_code_execution_result"
+    stdout: str
+    stderr: str
+    return_code: int
+    content: list[BashCodeExecutionOutput] = Field(default_factory=list)
+
+
+class BashCodeExecutionToolResultError(Wire):
+    type: Literal["bash_code_execution_tool_result_error"] = "bash_code_execution_tool_result_error"
+    error_code: str
+
+
+class BashCodeExecutionToolResultBlock(Wire):
+    type: Literal["bash_code_execution_tool_result"] = "bash_code_execution_tool_result"
+    tool_use_id: str
+    content: Annotated[BashCodeExecutionResult | BashCodeExecutionToolResultError, Field(discriminator="type")]
+
+
+class TextEditorViewResult(Wire):
+    type: Literal["text_editor_code_execution_view_result"] = "text_editor_code_execution_view_result"
+    content: str
+    file_type: Literal["text", "image", "pdf"]
+    num_lines: int | None = None
+    start_line: int | None = None
+    total_lines: int | None = None
+
+
+class TextEditorCreateResult(Wire):
+    type: Literal["text_editor_code_execution_create_result"] = "text_editor_code_execution_create_result"
+    is_file_update: bool
+
+
+class TextEditorStrReplaceResult(Wire):
+    type: Literal["text_editor_code_execution_str_replace_result"] = "text_editor_code_execution_str_replace_result"
+    old_start: int | None = None
+    old_lines: int | None = None
+    new_start: int | None = None
+    new_lines: int | None = None
+    lines: list[str] | None = None
+
+
+class TextEditorToolResultError(Wire):
+    type: Literal["text_editor_code_execution_tool_result_error"] = "text_editor_code_execution_tool_result_error"
+    error_code: str
+    error_message: str | None = None
+
+
+class TextEditorCodeExecutionToolResultBlock(Wire):
+    type: Literal["text_editor_code_execution_tool_result"] = "text_editor_code_execution_tool_result"
+    tool_use_id: str
+    content: Annotated[
+        TextEditorViewResult | TextEditorCreateResult | TextEditorStrReplaceResult | TextEditorToolResultError,
+        Field(discriminator="type"),
+    ]
+
+
+CodeToolResultBlock = Union[
+    CodeExecutionToolResultBlock, BashCodeExecutionToolResultBlock, TextEditorCodeExecutionToolResultBlock
+]
+SERVER_RESULT_TYPES = frozenset(
+    {"code_execution_tool_result", "bash_code_execution_tool_result", "text_editor_code_execution_tool_result"}
+)
+
+# Every block a request may carry, including every response block echoed back.
+InputBlock = Annotated[
+    Union[
+        TextBlock,
+        ImageBlock,
+        DocumentBlock,
+        SearchResultBlock,
+        ThinkingBlock,
+        RedactedThinkingBlock,
+        ToolUseBlock,
+        ToolResultBlock,
+        ServerToolUseBlock,
+        CodeExecutionToolResultBlock,
+        BashCodeExecutionToolResultBlock,
+        TextEditorCodeExecutionToolResultBlock,
+        OtherServerToolResultBlock,
+        ContainerUploadBlock,
+    ],
+    Field(discriminator="type"),
+]
+
+# Every block execbox puts in a response.
+ContentBlock = Annotated[
+    Union[
+        TextBlock,
+        ToolUseBlock,
+        ServerToolUseBlock,
+        CodeExecutionToolResultBlock,
+        BashCodeExecutionToolResultBlock,
+        TextEditorCodeExecutionToolResultBlock,
+    ],
+    Field(discriminator="type"),
+]
+
+
+def _text_or_blocks(value: Any) -> str:
+    return "text" if isinstance(value, str) else "blocks"
+
+
+# ``str | list[block]``, tagged so that a bad block is reported as ``content.blocks.0`` rather
+# than once per union member.
+MessageContent = Annotated[
+    Annotated[str, Tag("text")] | Annotated[list[InputBlock], Tag("blocks")],
+    Discriminator(_text_or_blocks),
+]
+
+
+class MessageParam(Wire):
+    role: Literal["user", "assistant"]
+    content: MessageContent
+
+    def blocks(self) -> list[BaseModel]:
+        """The content as blocks (a string is one text block)."""
+        return [TextBlock(text=self.content)] if isinstance(self.content, str) else list(self.content)
+
+
+# --- tools ----------------------------------------------------------------------------------
+
+
+class CodeExecutionTool(Wire):
+    """The code execution tool. 20250522 runs Python; the later versions offer bash and a text editor."""
+
+    type: Literal[
+        "code_execution_20250522", "code_execution_20250825", "code_execution_20260120", "code_execution_20260521"
+    ]
+    name: Literal["code_execution"] = "code_execution"
+
+
+class CustomTool(Wire):
+    """A client tool: the model calls it, the client runs it and sends back a ``tool_result``."""
+
+    type: Literal["custom"] | None = None
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,128}$")
+    input_schema: dict[str, Any]
+    description: str | None = None
+
+
+def _tool_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    if kind is None or kind == "custom":
+        return "custom"
+    if isinstance(kind, str) and kind.startswith("code_execution_"):
+        return "code_execution"
+    return None
+
+
+Tool = Annotated[
+    Annotated[CodeExecutionTool, Tag("code_execution")] | Annotated[CustomTool, Tag("custom")],
+    Discriminator(
+        _tool_kind,
+        custom_error_type="unsupported_tool",
+        custom_error_message="Unsupported tool type: execbox offers the code execution tool "
+        "(code_execution_20250522, code_execution_20250825, code_execution_20260120, code_execution_20260521) "
+        "and custom client tools.",
+    ),
+]
+
+
+class ToolChoice(Wire):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+    @model_validator(mode="after")
+    def _tool_needs_name(self) -> ToolChoice:
+        if self.type == "tool" and not self.name:
+            raise ValueError("tool_choice of type `tool` needs a `name`")
+        return self
+
+
+class ContainerParam(Wire):
+    id: str | None = None
+    skills: list[dict[str, Any]] | None = None
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+class MessageInput(Wire):
+    """What a model turn is computed from: shared by ``/v1/messages`` and ``/count_tokens``.
+
+    Unsupported optional features (``thinking``, ``cache_control``, ``service_tier``,
+    ``output_config``, ``context_management``, ``mcp_servers``...) are accepted and ignored.
+    """
+
+    model: str = Field(min_length=1)
+    messages: list[MessageParam] = Field(min_length=1, max_length=100_000)
+    system: str | list[TextBlock] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _check_tools(self) -> MessageInput:
+        code_tools = [tool for tool in self.tools or [] if isinstance(tool, CodeExecutionTool)]
+        if len(code_tools) > 1:
+            raise ValueError("tools: give at most one code execution tool")
+        names = [tool.name for tool in self.tools or [] if isinstance(tool, CustomTool)]
+        if len(set(names)) != len(names):
+            raise ValueError("tools: tool names must be unique")
+        if self.tool_choice and self.tool_choice.type == "tool":
+            offered = set(names) | ({"code_execution"} if code_tools else set())
+            if self.tool_choice.name not in offered:
+                raise ValueError(f"tool_choice names `{self.tool_choice.name}`, which is not in `tools`")
+        return self
+
+    @property
+    def code_tool(self) -> CodeExecutionTool | None:
+        return next((tool for tool in self.tools or [] if isinstance(tool, CodeExecutionTool)), None)
+
+    @property
+    def client_tools(self) -> list[CustomTool]:
+        return [tool for tool in self.tools or [] if isinstance(tool, CustomTool)]
+
+    def check_version(self, version: str | None) -> None:
+        """Apply the rules of the ``anthropic-version`` header (spec section 0)."""
+        if version != STRICT_VERSION:
+            return
+        sampling = sorted({"temperature", "top_p", "top_k"} & self.model_fields_set)
+        if sampling:
+            raise InvalidRequest(f"{', '.join(sampling)}: not supported with anthropic-version {STRICT_VERSION}.")
+        for i, message in enumerate(self.messages):
+            for block in message.blocks():
+                if message.role == "assistant" and isinstance(block, DocumentBlock):
+                    raise InvalidRequest(f"messages.{i}: document blocks are not allowed in assistant turns.")
+                if message.role == "user" and isinstance(block, TextBlock) and block.citations:
+                    raise InvalidRequest(f"messages.{i}: user text blocks cannot carry citations.")
+
+
+class MessageCreateParams(MessageInput):
+    """The body of ``POST /v1/messages``."""
+
+    max_tokens: int = Field(ge=0)
+    stop_sequences: list[str] | None = None
+    stream: bool = False
+    container: str | ContainerParam | None = None
+    metadata: dict[str, Any] | None = None
+    temperature: float | None = Field(None, ge=0, le=1)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+
+    @property
+    def container_id(self) -> str | None:
+        if isinstance(self.container, ContainerParam):
+            return self.container.id
+        return self.container
+
+
+class CountTokensParams(MessageInput):
+    """The body of ``POST /v1/messages/count_tokens``."""
+
+
+class TokenCount(BaseModel):
+    input_tokens: int
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+class ServerToolUsage(BaseModel):
+    # Both web counters are required by the SDKs even though execbox never searches.
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+    code_execution_requests: int = 0
+    execution_time_seconds: float = 0.0
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    server_tool_use: ServerToolUsage = Field(default_factory=ServerToolUsage)
+
+
+class ContainerInfo(BaseModel):
+    id: str
+    expires_at: datetime
+
+
+StopReason = Literal[
+    "end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal", "model_context_window_exceeded"
+]
+
+
+class Message(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    model: str
+    content: list[ContentBlock] = Field(default_factory=list)
+    stop_reason: StopReason | None = None
+    stop_sequence: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    container: ContainerInfo | None = None
+
+
+# --- server-sent events (spec section 6) ----------------------------------------------------
+
+
+class MessageStartEvent(BaseModel):
+    type: Literal["message_start"] = "message_start"
+    message: Message
+
+
+class ContentBlockStartEvent(BaseModel):
+    type: Literal["content_block_start"] = "content_block_start"
+    index: int
+    content_block: ContentBlock
+
+
+class TextDelta(BaseModel):
+    type: Literal["text_delta"] = "text_delta"
+    text: str
+
+
+class InputJsonDelta(BaseModel):
+    type: Literal["input_json_delta"] = "input_json_delta"
+    partial_json: str
+
+
+class ContentBlockDeltaEvent(BaseModel):
+    type: Literal["content_block_delta"] = "content_block_delta"
+    index: int
+    delta: Annotated[TextDelta | InputJsonDelta, Field(discriminator="type")]
+
+
+class ContentBlockStopEvent(BaseModel):
+    type: Literal["content_block_stop"] = "content_block_stop"
+    index: int
+
+
+class MessageDelta(BaseModel):
+    stop_reason: StopReason | None
+    stop_sequence: str | None
+    container: ContainerInfo | None
+
+
+class MessageDeltaEvent(BaseModel):
+    """The end of the message. ``usage`` is cumulative over the whole request."""
+
+    type: Literal["message_delta"] = "message_delta"
+    delta: MessageDelta
+    usage: Usage
+
+
+class MessageStopEvent(BaseModel):
+    type: Literal["message_stop"] = "message_stop"
+
+
+class PingEvent(BaseModel):
+    type: Literal["ping"] = "ping"
+
+
+StreamEvent = Union[
+    MessageStartEvent,
+    ContentBlockStartEvent,
+    ContentBlockDeltaEvent,
+    ContentBlockStopEvent,
+    MessageDeltaEvent,
+    MessageStopEvent,
+    PingEvent,
+]

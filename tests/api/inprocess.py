@@ -1,0 +1,38 @@
+"""The HTTP app in-process over the built-in model, a real FileStore and directory-based
+containers (``tests/conversation/fakes.py``): for testing the HTTP layer without sandboxes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from execbox import db
+from execbox.api.app import create_app
+from execbox.backends.direct import DirectBackend
+from execbox.backends.registry import Backends
+from execbox.conversation.loop import Conversation
+from execbox.files.store import FileStore
+from execbox.services import Services
+from execbox.settings import Settings
+from tests.conversation.fakes import FakeContainers
+
+
+@asynccontextmanager
+async def app_client(tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
+    """An HTTP client of an in-process app with ``settings``, and the app's services."""
+    config = Settings(data_dir=tmp_path, **settings)
+    database = db.connect(f"sqlite:///{tmp_path / 'meta.db'}")
+    db.create_tables(database)
+    files = FileStore(database, tmp_path / "files", max_size=1_000_000)
+    containers = FakeContainers(tmp_path / "containers", files, timeout_s=5)
+    backends = Backends([DirectBackend()])
+    conversation = Conversation(backends=backends, containers=containers, files=files, settings=config)  # type: ignore[arg-type]
+    services = Services(config, database, files, containers, backends, conversation)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=create_app(config, services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://execbox.test") as client:
+        yield client, services
+    database.dispose()

@@ -1,0 +1,64 @@
+"""Models, token counting and errors through the official SDK (2.x and 1.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import pytest
+from anthropic.types import MessageTokensCount, ModelInfo
+
+
+@pytest.fixture(scope="module")
+def client(e2e_url: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=e2e_url, api_key="test", max_retries=0, _strict_response_validation=True)
+
+
+def test_models(client: anthropic.Anthropic) -> None:
+    models = list(client.models.list())
+    assert all(isinstance(model, ModelInfo) for model in models)
+    assert "execbox-direct" in [model.id for model in models]
+    direct = client.models.retrieve("execbox-direct")
+    assert direct.type == "model" and direct.display_name
+    assert [m.id for m in client.beta.models.list()] == [m.id for m in models]
+    with pytest.raises(anthropic.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
+def test_count_tokens(client: anthropic.Anthropic) -> None:
+    messages: Any = [{"role": "user", "content": "How many tokens is this?"}]
+    tools: Any = [{"type": "code_execution_20250825", "name": "code_execution"}]
+    counted = client.messages.count_tokens(model="execbox-direct", messages=messages, tools=tools)
+    assert isinstance(counted, MessageTokensCount) and counted.input_tokens > 0
+    bare = client.messages.count_tokens(model="execbox-direct", messages=messages)
+    assert bare.input_tokens < counted.input_tokens
+
+
+def test_a_bad_key_is_an_authentication_error(keyed_url: str) -> None:
+    client = anthropic.Anthropic(base_url=keyed_url, api_key="wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError):
+        client.messages.create(model="execbox-direct", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    good = anthropic.Anthropic(base_url=keyed_url, api_key="key-a", max_retries=0, _strict_response_validation=True)
+    assert good.messages.create(model="execbox-direct", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_bad_body_is_a_bad_request(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as failure:
+        client.messages.create(model="execbox-direct", max_tokens=-1, messages=[{"role": "user", "content": "hi"}])
+    error = failure.value
+    assert error.type == "invalid_request_error"  # type: ignore[attr-defined]
+    assert error.request_id is not None and error.request_id.startswith("req_")
+    assert error.request_id == error.body["request_id"]  # type: ignore[index]
+    assert "max_tokens" in error.body["error"]["message"]  # type: ignore[index]
+    if hasattr(error, "api_message"):  # SDK 2.x
+        assert error.api_message == error.body["error"]["message"]  # type: ignore[index]
+
+
+def test_an_unknown_tool_type_is_a_bad_request(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError, match="Unsupported tool type"):
+        client.messages.create(
+            model="execbox-direct",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "hi"}],
+            tools=[{"type": "web_search_20250305", "name": "web_search"}],
+        )
