@@ -1,0 +1,350 @@
+"""The sandbox engine: a fresh bubblewrap sandbox for every execution.
+
+Each run is one process chain started by the server (as root), with a minimal
+environment and a new session::
+
+    /bin/sh -c 'join the box cgroups; set rlimits; exec "$@"'
+      setpriv --reuid=<box uid> ... (drop root, groups and capabilities)
+        bwrap --args <fd> -- <command>   (namespaces, mounts, seccomp: policy.py)
+
+The shell writes its pid into the box's cgroups before anything can fork, so every
+process of the run is counted and can be killed. bwrap's options travel in a memfd so
+``/proc/1/cmdline`` inside shows no host paths; the code travels in another memfd and
+appears read-only at ``/run/execbox/main.py`` (Python, whose tracebacks then show real
+source lines) or as ``bash -c`` argument (bash; a file for very long commands).
+
+When the command exits, its pid namespace dies with it; a timeout kills bwrap and, as a
+backstop, the whole cgroup, so no process outlives its execution. (bwrap reports the
+exit before the namespace's pid 1 is reaped; that zombie goes to the host's init, so the
+server must not itself be pid 1 without a reaping init, e.g. ``docker run --init``.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import shutil
+import signal
+import stat
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from execbox.errors import SandboxUnavailable
+from execbox.sandbox import cgroups, disk, editor, fsutil, policy, seccomp
+from execbox.sandbox.cgroups import Cgroup
+from execbox.sandbox.runtime import MPL_CACHE, is_complete, resolve_runtime_dir, runtime_python
+from execbox.sandbox.types import Box, EditRequest, EditResult, ExecRequest, ExecResult, Limits
+from execbox.settings import format_size
+
+log = logging.getLogger("execbox.sandbox")
+
+LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+BASH = "/usr/bin/bash"
+# Longer bash commands (or with NUL bytes) go through a file: one argv string is limited to 128 KiB.
+MAX_ARGV_COMMAND = 64 * 1024
+# Boxes run as their own host uid; below this are root and system accounts.
+MIN_BOX_UID = 1000
+# After a kill, how long to wait for the pipes to close before giving up on them.
+KILL_GRACE_S = 5.0
+
+
+async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
+    """The first ``cap`` bytes of a stream, draining (and dropping) the rest."""
+    kept = bytearray()
+    truncated = False
+    while chunk := await stream.read(256 * 1024):
+        room = cap - len(kept)
+        if room > 0:
+            kept += chunk[:room]
+        truncated = truncated or len(chunk) > room
+    return bytes(kept), truncated
+
+
+def _decode(data: bytes, truncated: bool) -> str:
+    text = data.decode("utf-8", errors="replace")
+    if truncated:
+        text += f"\n[execbox: output truncated after {len(data)} bytes]"
+    return text
+
+
+def _add_line(text: str, line: str) -> str:
+    return f"{text}\n{line}" if text and not text.endswith("\n") else text + line
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_reachable(path: Path) -> None:
+    """bwrap opens box paths as the box uid: every directory above them must be searchable."""
+    for parent in (path, *path.parents):
+        if parent.exists() and not os.stat(parent).st_mode & stat.S_IXOTH:
+            raise SandboxUnavailable(
+                f"{parent} is not searchable by other users, so sandboxes cannot reach the files below it; "
+                f"run `chmod o+x {parent}` or choose another data directory."
+            )
+
+
+class BwrapEngine:
+    """The Engine of ``types.py`` on bubblewrap, cgroups and loop-mounted ext4 disks.
+
+    ``insecure`` lets it run without cgroups (no memory/CPU/process limits) or loop
+    devices (no disk quota) when the host lacks them; otherwise it refuses to run.
+    """
+
+    def __init__(self, limits: Limits, state_dir: Path, runtime_dir: Path | None, insecure: bool = False) -> None:
+        self.limits = limits
+        self.state_dir = state_dir
+        self.runtime_dir = resolve_runtime_dir(runtime_dir)
+        self.insecure = insecure
+        self.use_cgroups = True
+        self.use_loop = True
+        self._prepared = False
+
+    # --- set-up -------------------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """Check the host once and build what every run shares (seccomp filter, /etc)."""
+        if self._prepared:
+            return
+        fatal = []
+        if os.geteuid() != 0:
+            fatal.append("the server must run as root to create sandboxes")
+        fatal += [f"`{tool}` is not installed" for tool in ("bwrap", "setpriv") if not shutil.which(tool)]
+        if not is_complete(self.runtime_dir):
+            fatal.append(f"the runtime environment {self.runtime_dir} is not built: run `execbox setup-runtime`")
+        if fatal:
+            raise SandboxUnavailable("Cannot run sandboxes: " + "; ".join(fatal) + ".")
+        missing = []
+        if cgroups.version() is None:
+            missing.append("cgroups with memory, cpu and pids controllers (no resource limits)")
+            self.use_cgroups = False
+        if not (shutil.which("mkfs.ext4") and Path("/dev/loop-control").exists()):
+            missing.append("loop devices and mkfs.ext4 (no disk quota)")
+            self.use_loop = False
+        if missing and not self.insecure:
+            raise SandboxUnavailable("Cannot isolate sandboxes: missing " + "; ".join(missing) + ".")
+        for item in missing:
+            log.warning("INSECURE: sandboxes run without %s", item)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o711)
+        _check_reachable(self.state_dir)
+        seccomp.export(self.seccomp_path)
+        policy.build_etc(self.etc_dir)
+        self._prepared = True
+
+    @property
+    def seccomp_path(self) -> Path:
+        return self.state_dir / "seccomp.bpf"
+
+    @property
+    def etc_dir(self) -> Path:
+        return self.state_dir / "etc"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.state_dir / "staging"
+
+    def _cgroup(self, box: Box) -> Cgroup | None:
+        return Cgroup.for_box(box.id) if self.use_cgroups else None
+
+    # --- box lifecycle ------------------------------------------------------------------
+
+    def _check_box(self, box: Box) -> None:
+        self._prepare()
+        if box.uid < MIN_BOX_UID:
+            raise SandboxUnavailable(f"Refusing box {box.id}: uid {box.uid} belongs to the system.")
+
+    async def create_box(self, box: Box) -> None:
+        self._check_box(box)
+        _check_reachable(box.root.parent)
+        await disk.create(box, self.limits.disk_bytes, loop=self.use_loop)
+        self._seed_matplotlib(box)
+        if cg := self._cgroup(box):
+            await asyncio.to_thread(cg.create, self.limits)
+
+    async def open_box(self, box: Box) -> None:
+        self._check_box(box)
+        if self.use_loop:
+            if not box.image.exists():
+                raise SandboxUnavailable(f"The disk of box {box.id} is gone ({box.image}).")
+            await disk.mount(box)
+        elif not box.workspace.is_dir():
+            raise SandboxUnavailable(f"The files of box {box.id} are gone ({box.workspace}).")
+        if cg := self._cgroup(box):
+            await asyncio.to_thread(cg.create, self.limits)
+
+    async def close_box(self, box: Box) -> None:
+        if cg := self._cgroup(box):
+            await asyncio.to_thread(cg.remove)
+        await disk.unmount(box)
+
+    async def destroy_box(self, box: Box) -> None:
+        if cg := self._cgroup(box):
+            await asyncio.to_thread(cg.remove)
+        await disk.destroy(box)
+
+    def _seed_matplotlib(self, box: Box) -> None:
+        """Copy the runtime's prebuilt font list so the first plot does not rebuild it."""
+        target = box.tmp / ".matplotlib"
+        if target.exists():
+            return
+        target.mkdir()
+        os.chown(target, box.uid, box.uid)
+        for cache in (self.runtime_dir / MPL_CACHE).glob("fontlist-*.json"):
+            fsutil.write_file(box.tmp, f".matplotlib/{cache.name}", cache.read_bytes(), box.uid)
+
+    async def _ensure_open(self, box: Box) -> None:
+        """Reopen a box whose disk or cgroups vanished (a restart without ``open_box``), and
+        undo a ``chmod 000 /workspace`` that would keep bwrap out of it."""
+        self._check_box(box)
+        cg = self._cgroup(box)
+        if (self.use_loop and not disk.is_mounted(box)) or (cg and not cg.dirs[0].is_dir()):
+            await self.open_box(box)
+        for d in (box.workspace, box.tmp, box.outputs):
+            os.chmod(d, 0o700)
+
+    # --- runs ---------------------------------------------------------------------------
+
+    async def execute(self, box: Box, request: ExecRequest) -> ExecResult:
+        await self._ensure_open(box)
+        timeout = self.limits.timeout_s if request.timeout_s is None else min(request.timeout_s, self.limits.timeout_s)
+        source = request.source.encode(errors="surrogatepass")  # any str, even a lone surrogate
+        command: list[str | bytes]
+        if request.kind == "python":
+            command, files = [str(runtime_python(self.runtime_dir)), f"{policy.RUN_DIR}/main.py"], {"main.py": source}
+        elif len(source) <= MAX_ARGV_COMMAND and b"\0" not in source:
+            command, files = [BASH, "-c", source], {}
+        else:
+            command, files = [BASH, f"{policy.RUN_DIR}/main.sh"], {"main.sh": source}
+        # The outputs directory is made once, with the box, and emptied around every run
+        # rather than recreated: making a directory can fail once sandboxed code has filled
+        # the disk, and the box must stay usable (to delete files) when it is full.
+        await asyncio.to_thread(fsutil.empty_dir, box.outputs)
+        try:
+            result = await self._run(box, command, files, timeout, self.limits.output_bytes, box.outputs)
+            result.files = await asyncio.to_thread(
+                fsutil.collect_outputs, box.outputs, self.staging_dir / uuid.uuid4().hex, self.limits.output_file_bytes
+            )
+        finally:
+            await asyncio.to_thread(fsutil.empty_dir, box.outputs)
+        return result
+
+    async def edit(self, box: Box, request: EditRequest) -> EditResult:
+        await self._ensure_open(box)
+        command = [str(runtime_python(self.runtime_dir)), "-I", "-S", f"{policy.RUN_DIR}/{editor.SCRIPT_NAME}",
+                   f"{policy.RUN_DIR}/{editor.REQUEST_NAME}"]
+        run = await self._run(box, command, editor.run_files(request), self.limits.timeout_s, editor.OUTPUT_BYTES)
+        if run.timed_out or run.oom_killed:
+            return EditResult(command=request.command, error_code="unavailable",
+                              error_message="The editor exceeded the container's limits.")
+        return editor.parse_result(request.command, run.stdout, run.stderr, run.return_code)
+
+    def _launcher(self, box: Box, cg: Cgroup | None) -> list[str]:
+        """The root half of the chain: join cgroups, set rlimits, drop to the box uid."""
+        steps = [f"echo $$ > {shlex.quote(str(path))}" for path in (cg.procs_files() if cg else [])]
+        steps += [f"ulimit -n {self.limits.nofile}", "ulimit -c 0", f"ulimit -f {self.limits.disk_bytes // 512}"]
+        script = " && ".join(steps) + ' && exec "$@"; echo "execbox: the sandbox could not start" >&2; exit 125'
+        return [
+            "/bin/sh", "-c", script, "execbox-launch",
+            "setpriv", f"--reuid={box.uid}", f"--regid={box.uid}", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+        ]
+
+    async def _run(
+        self, box: Box, command: Sequence[str | bytes], files: dict[str, bytes], timeout_s: float, output_bytes: int,
+        outputs: Path | None = None,
+    ) -> ExecResult:
+        """Run ``command`` in a fresh sandbox over ``box``; never leaves a process behind."""
+        cg = self._cgroup(box)
+        fds: list[int] = []
+        try:
+            fds.append(seccomp_fd := os.open(self.seccomp_path, os.O_RDONLY | os.O_CLOEXEC))
+            run_files = {name: _memfd(name, data) for name, data in files.items()}
+            fds += run_files.values()
+            args = policy.bwrap_args(
+                runtime_dir=self.runtime_dir, etc_dir=self.etc_dir, workspace=box.workspace, tmp=box.tmp,
+                outputs=outputs, seccomp_fd=seccomp_fd, run_files=run_files,
+            )
+            fds.append(args_fd := _memfd("bwrap-args", b"".join(a.encode() + b"\0" for a in args)))
+            argv = [*self._launcher(box, cg), "bwrap", "--args", str(args_fd), "--", *command]
+            oom_before = cg.oom_kills() if cg else 0
+            started = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=LAUNCH_ENV, cwd="/", pass_fds=fds, start_new_session=True,
+            )
+        finally:
+            for fd in fds:
+                os.close(fd)
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = asyncio.gather(_read_capped(proc.stdout, output_bytes), _read_capped(proc.stderr, output_bytes))
+        timed_out = False
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+        except TimeoutError:
+            timed_out = True
+        except BaseException:  # cancelled: still take everything down before leaving
+            self._kill(proc, cg)
+            readers.cancel()
+            raise
+        duration = time.monotonic() - started
+        if timed_out:
+            await asyncio.to_thread(self._kill, proc, cg)
+        elif cg and cg.pids():  # sweep: nothing may outlive the execution
+            await asyncio.to_thread(cg.kill)
+        try:
+            (out, out_cut), (err, err_cut) = await asyncio.wait_for(readers, KILL_GRACE_S)
+            await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
+        except TimeoutError:  # a descriptor escaped the kill: never hang on it
+            readers.cancel()
+            raise SandboxUnavailable("A sandbox did not terminate after being killed.") from None
+        return_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+        stderr = _decode(err, err_cut)
+        oom_killed = bool(cg) and cg.oom_kills() > oom_before
+        if timed_out:
+            stderr = _add_line(stderr, f"[execbox: execution timed out after {timeout_s:g} seconds]")
+        elif oom_killed:
+            stderr = _add_line(stderr, "MemoryError: the execution was killed for exceeding the container's "
+                               f"memory limit ({format_size(self.limits.memory_bytes)})")
+        if (timed_out or oom_killed) and return_code == 0:
+            return_code = 137
+        return ExecResult(
+            stdout=_decode(out, out_cut), stderr=stderr, return_code=return_code, duration_s=duration,
+            timed_out=timed_out, oom_killed=oom_killed, stdout_truncated=out_cut, stderr_truncated=err_cut,
+        )
+
+    @staticmethod
+    def _kill(proc: asyncio.subprocess.Process, cg: Cgroup | None) -> None:
+        """SIGKILL bwrap (its pid 1 takes the pid namespace down), then the whole cgroup."""
+        if proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if cg:
+            cg.kill()
+
+    # --- host-side file access ----------------------------------------------------------
+
+    def write_file(self, box: Box, relpath: str, data: bytes) -> str:
+        return fsutil.write_file(box.workspace, relpath, data, box.uid)
+
+    def read_file(self, box: Box, relpath: str, max_bytes: int) -> bytes:
+        return fsutil.read_file(box.workspace, relpath, max_bytes)
+
+    def list_files(self, box: Box) -> list[tuple[str, int]]:
+        return fsutil.list_files(box.workspace)

@@ -1,0 +1,84 @@
+"""A box's disk: a sparse ext4 image loop-mounted at ``box.mount``.
+
+The image caps the box's disk use (ENOSPC inside the sandbox when full) and keeps one
+box's files on a filesystem of their own, so hard links can never reach another box or
+the host. ``discard`` returns deleted blocks to the host. Without loop devices (insecure
+mode only) ``box.mount`` is a plain directory with no quota.
+
+Layout of the mounted filesystem (its root is root-owned; the sandbox sees only the
+directories bound into it):
+
+    workspace/   the box uid's, bound at /workspace
+    tmp/         the box uid's, bound at /tmp
+    outputs/     the box uid's, bound at /outputs, emptied around every execution
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+
+from execbox.errors import SandboxUnavailable
+from execbox.sandbox.types import Box
+
+MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard")
+MOUNT_OPTIONS = "loop,nodev,nosuid,discard"
+
+
+async def _run(*cmd: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise SandboxUnavailable(f"`{' '.join(cmd)}` failed: {out.decode(errors='replace').strip()}")
+
+
+def is_mounted(box: Box) -> bool:
+    return os.path.ismount(box.mount)
+
+
+async def create(box: Box, size_bytes: int, *, loop: bool = True) -> None:
+    """Make the box's disk and its directories, owned by the box uid. Idempotent."""
+    box.root.mkdir(parents=True, exist_ok=True)
+    os.chmod(box.root, 0o711)  # the box uid (bwrap) must traverse it, nobody may list it
+    box.mount.mkdir(exist_ok=True)
+    if loop and not box.image.exists():
+        partial = box.image.with_name(box.image.name + ".partial")
+        with open(partial, "wb") as fh:
+            fh.truncate(size_bytes)
+        await _run(*MKFS, str(partial))
+        os.replace(partial, box.image)
+    if loop:
+        await mount(box)
+    os.chmod(box.mount, 0o711)
+    for d in (box.workspace, box.tmp, box.outputs):
+        d.mkdir(exist_ok=True)
+        os.chown(d, box.uid, box.uid)
+        os.chmod(d, 0o700)
+
+
+async def mount(box: Box) -> None:
+    """Mount an existing image (after a restart). No-op if mounted or there is no image."""
+    if box.image.exists() and not is_mounted(box):
+        box.mount.mkdir(exist_ok=True)
+        await _run("mount", "-o", MOUNT_OPTIONS, str(box.image), str(box.mount))
+
+
+async def unmount(box: Box) -> None:
+    """Unmount (the loop device goes with it). No-op if not mounted."""
+    if is_mounted(box):
+        try:
+            await _run("umount", str(box.mount))
+        except SandboxUnavailable:
+            # Still busy (e.g. a host process has a file open): detach it from the tree
+            # now; the kernel frees it when the last user goes.
+            await _run("umount", "--lazy", str(box.mount))
+
+
+async def destroy(box: Box) -> None:
+    """Unmount and delete everything under ``box.root``."""
+    await unmount(box)
+    await asyncio.to_thread(shutil.rmtree, box.root, ignore_errors=True)

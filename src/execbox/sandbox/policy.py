@@ -1,0 +1,125 @@
+"""The sandbox's bubblewrap profile: every namespace, mount and variable, in one place.
+
+bwrap runs as the box's own unprivileged host uid (``setpriv`` drops root first, see
+``bwrap.py``), so it builds the sandbox inside an unprivileged user namespace and every
+host path below is opened with that uid's rights.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from execbox.sandbox.types import OUTPUT_DIR, SANDBOX_TMP, WORKSPACE
+
+SANDBOX_UID = 1000
+HOSTNAME = "sandbox"
+# Files given to one run (the code, an editor request) appear read-only in here.
+RUN_DIR = "/run/execbox"
+
+
+def sandbox_env(runtime_dir: Path) -> dict[str, str]:
+    """The complete environment of sandboxed processes (nothing is inherited)."""
+    return {
+        "PATH": f"{runtime_dir}/bin:/usr/bin:/bin",
+        "HOME": WORKSPACE,
+        # The code runs as a script in RUN_DIR; this keeps the workspace importable.
+        "PYTHONPATH": WORKSPACE,
+        "PYTHONUNBUFFERED": "1",
+        "OUTPUT_DIR": OUTPUT_DIR,
+        "TMPDIR": SANDBOX_TMP,
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": f"{SANDBOX_TMP}/.matplotlib",
+        "LANG": "C.UTF-8",
+        "USER": "sandbox",
+    }
+
+
+def bwrap_args(
+    *,
+    runtime_dir: Path,
+    etc_dir: Path,
+    workspace: Path,
+    tmp: Path,
+    outputs: Path | None,
+    seccomp_fd: int,
+    run_files: dict[str, int],
+) -> list[str]:
+    """bwrap's options (passed with ``--args FD``) for one run.
+
+    Namespaces: all new (user, mount, pid, net, ipc, uts, cgroup); further user
+    namespaces disabled; uid/gid 1000 inside, the box uid outside; no capabilities; a
+    new session (no TIOCSTI into the caller's terminal); killed with its parent.
+
+    Filesystem (the root is a fresh tmpfs, made read-only once built):
+
+    - ``/usr`` read-only, and the merged-usr symlinks ``/bin /sbin /lib /lib64``;
+    - ``/etc`` read-only: ``etc_dir``, a minimal one built by the engine (passwd/group
+      with the sandbox user, hosts, nsswitch.conf, ld.so.cache, localtime, alternatives);
+      nothing else of the host's /etc (no shadow, no machine secrets);
+    - ``runtime_dir`` read-only at its host path (its matplotlib font cache and console
+      scripts record absolute paths);
+    - ``/workspace`` and ``/tmp`` read-write: the box's ``workspace`` and ``tmp`` dirs;
+    - ``/outputs`` read-write: the box's ``outputs`` dir, emptied before every execution
+      (when given);
+    - ``/run/execbox/<name>`` read-only: the bytes of each fd in ``run_files``;
+    - ``/proc`` for the new pid namespace; ``/dev`` minimal (null, zero, full, random,
+      urandom, tty, shm, pts); no ``/sys``.
+
+    Environment: cleared, then ``sandbox_env``. Seccomp: the filter at ``seccomp_fd``.
+    """
+    args = [
+        "--unshare-all", "--unshare-user", "--disable-userns",
+        "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+        "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", HOSTNAME,
+        "--ro-bind", "/usr", "/usr",
+        "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+        "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+        "--ro-bind", str(etc_dir), "/etc",
+        "--ro-bind", str(runtime_dir), str(runtime_dir),
+        "--proc", "/proc", "--dev", "/dev",
+        "--bind", str(workspace), WORKSPACE,
+        "--bind", str(tmp), SANDBOX_TMP,
+    ]
+    if outputs is not None:
+        args += ["--bind", str(outputs), OUTPUT_DIR]
+    for name, fd in run_files.items():
+        args += ["--ro-bind-data", str(fd), f"{RUN_DIR}/{name}"]
+    args += ["--remount-ro", "/", "--chdir", WORKSPACE, "--clearenv"]
+    for key, value in sandbox_env(runtime_dir).items():
+        args += ["--setenv", key, value]
+    args += ["--seccomp", str(seccomp_fd)]
+    return args
+
+
+def build_etc(etc_dir: Path) -> None:
+    """(Re)create the sandbox's /etc: the sandbox user, and only what programs need of the host's."""
+    if etc_dir.exists():
+        shutil.rmtree(etc_dir)
+    etc_dir.mkdir(parents=True)
+    files = {
+        "passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:{WORKSPACE}:/bin/bash\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "group": f"root:x:0:\nsandbox:x:{SANDBOX_UID}:\nnogroup:x:65534:\n",
+        "hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n",
+        "hostname": f"{HOSTNAME}\n",
+        "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+    }
+    for name, text in files.items():
+        (etc_dir / name).write_text(text)
+    host = Path("/etc")
+    if (host / "ld.so.cache").is_file():  # faster library lookup; lists /usr paths only
+        shutil.copyfile(host / "ld.so.cache", etc_dir / "ld.so.cache")
+    # Symlinks into /usr resolve inside the sandbox too: the timezone and the
+    # alternatives of /usr/bin (awk, editor, ...).
+    if (host / "localtime").is_symlink():
+        (etc_dir / "localtime").symlink_to(os.readlink(host / "localtime"))
+    if (host / "alternatives").is_dir():
+        shutil.copytree(host / "alternatives", etc_dir / "alternatives", symlinks=True)
+    (etc_dir / "os-release").symlink_to("../usr/lib/os-release")
+    # World-readable (bwrap reads it as the box uid), writable by root only.
+    for path in (etc_dir, *etc_dir.rglob("*")):
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)

@@ -1,0 +1,101 @@
+"""Fixtures for the sandbox engine: a real engine on a temporary state dir, real boxes.
+
+``engine``   a BwrapEngine with test-sized limits (shared by the module's tests).
+``box``      a fresh box with a unique uid, destroyed after the test.
+``make_box`` factory for more boxes (a neighbour to attack; ``make_box(other_engine)``).
+``run``      ``await run(box, "print(1)")`` / ``await run(box, "echo", kind="bash")``.
+
+Tests that need root, bubblewrap, cgroups, loop devices and the runtime are marked
+``sandbox`` and skipped with the reason when the host lacks one of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from execbox.sandbox import cgroups
+from execbox.sandbox.bwrap import BwrapEngine
+from execbox.sandbox.runtime import is_complete, resolve_runtime_dir
+from execbox.sandbox.types import Box, ExecRequest, ExecResult
+
+from sandbox_support import TEST_LIMITS, MakeBox, Run
+
+# Unique host uids per box; a random base keeps parallel test runs apart.
+_uids = itertools.count(random.randrange(400_000, 900_000, 1000))
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("bwrap", "setpriv", "mkfs.ext4"):
+        if not shutil.which(tool):
+            return f"needs {tool}"
+    if cgroups.version() is None:
+        return "needs cgroups with memory, cpu and pids controllers"
+    if not is_complete(resolve_runtime_dir(None)):
+        return "needs the runtime environment (execbox setup-runtime)"
+    return None
+
+
+MISSING = _missing()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if MISSING:
+        here = Path(__file__).parent
+        skip = pytest.mark.skip(reason=f"sandbox tests: {MISSING}")
+        for item in items:
+            if "sandbox" in item.keywords and here in item.path.parents:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def base_dir() -> Iterator[Path]:
+    # Not under pytest's 0700 temp dir: bwrap reaches box files as the box uid.
+    root = Path(tempfile.mkdtemp(prefix="execbox-sandbox-tests-"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def engine(base_dir: Path) -> BwrapEngine:
+    return BwrapEngine(TEST_LIMITS, base_dir / f"state-{uuid.uuid4().hex[:8]}", None, insecure=False)
+
+
+@pytest.fixture
+async def make_box(engine: BwrapEngine, base_dir: Path) -> AsyncIterator[MakeBox]:
+    made: list[tuple[BwrapEngine, Box]] = []
+
+    async def make(on: BwrapEngine | None = None) -> Box:
+        box_id = f"box_{uuid.uuid4().hex[:12]}"
+        box = Box(box_id, next(_uids), base_dir / "boxes" / box_id)
+        await (on or engine).create_box(box)
+        made.append((on or engine, box))
+        return box
+
+    yield make
+    for owner, box in made:
+        await owner.destroy_box(box)
+
+
+@pytest.fixture
+async def box(make_box: MakeBox) -> Box:
+    return await make_box()
+
+
+@pytest.fixture
+def run(engine: BwrapEngine) -> Run:
+    async def run(box: Box, source: str, kind: str = "python", timeout_s: float | None = None) -> ExecResult:
+        return await engine.execute(box, ExecRequest(kind, source, timeout_s))  # type: ignore[arg-type]
+
+    return run

@@ -1,0 +1,38 @@
+"""Shared by the sandbox tests: test-sized limits, fixture types, host-side probes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from execbox.sandbox.types import Box, ExecResult, Limits
+
+TEST_LIMITS = Limits(
+    memory_bytes=256 * 1024**2,
+    cpus=1.0,
+    pids=64,
+    disk_bytes=64 * 1024**2,
+    nofile=128,
+    timeout_s=10.0,  # generous for imports on a loaded machine; timeout tests pass their own
+    output_bytes=64 * 1024,
+    output_file_bytes=1024 * 1024,
+)
+MakeBox = Callable[..., Awaitable[Box]]
+Run = Callable[..., Awaitable[ExecResult]]
+
+
+def host_pids_of(uid: int) -> list[int]:
+    """Live host processes whose real uid is ``uid`` (zombies, already dead, are left out)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
+            pids.append(int(entry))
+    return pids

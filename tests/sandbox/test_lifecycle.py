@@ -1,0 +1,103 @@
+"""Boxes across restarts and their destruction; the engine's refusal to run unconfined."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from execbox.errors import SandboxUnavailable
+from execbox.sandbox.bwrap import BwrapEngine
+from execbox.sandbox.cgroups import Cgroup
+from execbox.sandbox.types import Box, ExecRequest
+
+from sandbox_support import TEST_LIMITS, MakeBox, Run
+
+
+def _loop_devices_of(image: Path) -> str:
+    return subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True).stdout
+
+
+@pytest.mark.sandbox
+async def test_box_survives_close_and_reopen(engine: BwrapEngine, box: Box, run: Run) -> None:
+    await run(box, "open('kept.txt', 'w').write('still here')")
+    await engine.close_box(box)
+    assert not os.path.ismount(box.mount)
+    assert not any(d.exists() for d in Cgroup.for_box(box.id).dirs)
+    restarted = BwrapEngine(TEST_LIMITS, engine.state_dir, None)  # a new server process
+    await restarted.open_box(box)
+    assert os.path.ismount(box.mount)
+    result = await restarted.execute(box, ExecRequest("python", "print(open('kept.txt').read())"))
+    assert result.stdout == "still here\n"
+
+
+@pytest.mark.sandbox
+async def test_execute_reopens_a_box_that_was_not_reopened(engine: BwrapEngine, box: Box, run: Run) -> None:
+    await run(box, "echo x > f.txt", kind="bash")
+    await engine.close_box(box)
+    result = await run(box, "cat f.txt", kind="bash")
+    assert result.stdout == "x\n"
+
+
+@pytest.mark.sandbox
+async def test_lifecycle_calls_are_idempotent(engine: BwrapEngine, box: Box, run: Run) -> None:
+    await engine.create_box(box)
+    await engine.open_box(box)
+    await engine.open_box(box)
+    await engine.close_box(box)
+    await engine.close_box(box)
+    await engine.open_box(box)
+    assert (await run(box, "print(1)")).stdout == "1\n"
+
+
+@pytest.mark.sandbox
+async def test_destroy_frees_everything(engine: BwrapEngine, make_box: MakeBox, run: Run) -> None:
+    box = await make_box()
+    await run(box, "(sleep 1000 &); echo data > f.txt", kind="bash")
+    image = box.image
+    assert _loop_devices_of(image)
+    await engine.destroy_box(box)
+    assert not box.root.exists()
+    assert not os.path.ismount(box.mount)
+    assert _loop_devices_of(image) == ""
+    assert not any(d.exists() for d in Cgroup.for_box(box.id).dirs)
+    await engine.destroy_box(box)  # again: nothing left to do, no error
+
+
+@pytest.mark.sandbox
+async def test_boxes_have_separate_disks(engine: BwrapEngine, make_box: MakeBox, run: Run) -> None:
+    first, second = await make_box(), await make_box()
+    await run(first, "open('only-here.txt', 'w').write('1')")
+    assert engine.list_files(first) == [("only-here.txt", 1)]
+    assert engine.list_files(second) == []
+
+
+async def test_refuses_to_run_without_the_runtime(tmp_path: Path) -> None:
+    engine = BwrapEngine(TEST_LIMITS, tmp_path / "state", tmp_path / "no-runtime", insecure=True)
+    box = Box(f"box_{uuid.uuid4().hex[:8]}", 123_456, tmp_path / "box")
+    with pytest.raises(SandboxUnavailable, match="runtime environment .* is not built"):
+        await engine.create_box(box)
+    assert not box.root.exists()
+
+
+@pytest.mark.sandbox
+async def test_insecure_mode_degrades_to_a_plain_directory_without_cgroups(engine: BwrapEngine,
+                                                                           make_box: MakeBox) -> None:
+    degraded = BwrapEngine(TEST_LIMITS, engine.state_dir, None, insecure=True)
+    degraded.use_cgroups = degraded.use_loop = False  # as on a host without them
+    box = await make_box(degraded)
+    assert not os.path.ismount(box.mount)
+    assert not any(d.exists() for d in Cgroup.for_box(box.id).dirs)
+    result = await degraded.execute(box, ExecRequest("bash", "id -u; ls /proc | grep -c '^[0-9]'"))
+    assert result.stdout.split()[0] == "1000"  # still namespaced, seccomp'd and unprivileged
+    assert int(result.stdout.split()[1]) < 10
+
+
+@pytest.mark.sandbox
+async def test_refuses_a_system_uid(engine: BwrapEngine, tmp_path: Path) -> None:
+    box = Box(f"box_{uuid.uuid4().hex[:8]}", 0, tmp_path / "box")
+    with pytest.raises(SandboxUnavailable, match="uid 0"):
+        await engine.execute(box, ExecRequest("bash", "id"))
