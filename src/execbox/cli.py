@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from execbox.settings import Settings, load_settings
+from execbox.settings import Settings, format_size, load_settings, parse_size
 
 log = logging.getLogger("execbox")
 
@@ -110,6 +110,18 @@ def setup_runtime(runtime_dir: str | None, force: bool) -> None:
     click.echo(f"runtime ready: {path}")
 
 
+def _default_text(name: str) -> str:
+    field = Settings.model_fields[name]
+    default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+    if default is None or default == []:
+        return "(none)"
+    if isinstance(default, list):
+        default = ",".join(default)
+    elif any(getattr(m, "func", None) is parse_size for m in field.metadata) and isinstance(default, int):
+        default = format_size(default)
+    return f"`{default}`"
+
+
 @main.command("settings")
 @click.option("--markdown", is_flag=True, help="Print the README's configuration table.")
 def show_settings(markdown: bool) -> None:
@@ -120,11 +132,9 @@ def show_settings(markdown: bool) -> None:
     for name, field in Settings.model_fields.items():
         env = f"EXECBOX_{name.upper()}"
         flag = "" if name in _HIDDEN_FROM_FLAGS else "--" + name.replace("_", "-")
-        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
-        if isinstance(default, list):
-            default = ",".join(default)
         if markdown:
-            click.echo(f"| `{env}` | `{flag}` | `{default}` | {field.description} |".replace("``", "(none)"))
+            flag_cell = f"`{flag}`" if flag else "(environment only)"
+            click.echo(f"| `{env}` | {flag_cell} | {_default_text(name)} | {field.description} |")
         else:
             value = "***" if "key" in name and getattr(settings, name) else getattr(settings, name)
             click.echo(f"{env:<30} {value}")

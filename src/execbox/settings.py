@@ -35,7 +35,10 @@ def parse_size(value: object) -> int:
 
 def format_size(n: int) -> str:
     """Render a byte count the way the settings accept it (``1GiB``)."""
-    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+    for unit, factor in (
+        ("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024),
+        ("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("kB", 1000),
+    ):
         if n >= factor and n % factor == 0:
             return f"{n // factor}{unit}"
     return f"{n}B"
