@@ -27,7 +27,7 @@ from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.runtime import is_complete, resolve_runtime_dir
 from execbox.sandbox.types import Box, ExecRequest, ExecResult
 
-from sandbox_support import TEST_LIMITS, MakeBox, Run
+from tests.sandbox.sandbox_support import TEST_LIMITS, MakeBox, Run
 
 # Unique host uids per box; a random base keeps parallel test runs apart.
 _uids = itertools.count(random.randrange(400_000, 900_000, 1000))

@@ -11,7 +11,7 @@ import pytest
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.types import Box, ExecRequest
 
-from sandbox_support import TEST_LIMITS, MakeBox, Run
+from tests.sandbox.sandbox_support import TEST_LIMITS, MakeBox, Run
 
 pytestmark = pytest.mark.sandbox
 

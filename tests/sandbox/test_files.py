@@ -13,7 +13,7 @@ from execbox.sandbox import fsutil
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.types import Box
 
-from sandbox_support import MakeBox, Run
+from tests.sandbox.sandbox_support import MakeBox, Run
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box
 
-from sandbox_support import MakeBox, Run
+from tests.sandbox.sandbox_support import MakeBox, Run
 
 pytestmark = pytest.mark.sandbox
 

@@ -14,7 +14,7 @@ from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box, ExecRequest
 
-from sandbox_support import TEST_LIMITS, MakeBox, Run
+from tests.sandbox.sandbox_support import TEST_LIMITS, MakeBox, Run
 
 
 def _loop_devices_of(image: Path) -> str:

@@ -11,7 +11,7 @@ from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box
 
-from sandbox_support import TEST_LIMITS, Run, host_pids_of
+from tests.sandbox.sandbox_support import TEST_LIMITS, Run, host_pids_of
 
 pytestmark = pytest.mark.sandbox
 
