@@ -87,6 +87,20 @@ async def latency(client: httpx.AsyncClient, runs: int, label: str, code: str, f
     return label, samples
 
 
+def bare_python(runs: int, code: str) -> list[float]:
+    """The same code in the runtime's interpreter with no sandbox and no HTTP: the floor."""
+    from execbox.sandbox.runtime import resolve_runtime_dir, runtime_python
+
+    python = str(runtime_python(resolve_runtime_dir(None)))
+    subprocess.run([python, "-c", code], check=True, capture_output=True)
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([python, "-c", code], check=True, capture_output=True)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
 async def throughput(client: httpx.AsyncClient, containers: list[str], concurrency: int, seconds: float) -> float:
     done = 0
     stop_at = time.perf_counter() + seconds
@@ -111,9 +125,14 @@ async def run(url: str, runs: int, seconds: float) -> None:
             await latency(client, runs, "exec `print(1)` in an existing container", PRINT_1, fresh=False),
             await latency(client, max(5, runs // 3), "exec pandas snippet in an existing container", PANDAS, fresh=False),
         ]
-        print("| operation | runs | median ms | p90 ms |\n|---|---|---|---|")
-        for label, samples in rows:
-            print(f"| {label} | {len(samples)} | {statistics.median(samples):.1f} | {pct(samples, 0.9):.1f} |")
+        floors = {PRINT_1: statistics.median(bare_python(runs, PRINT_1)),
+                  PANDAS: statistics.median(bare_python(max(5, runs // 3), PANDAS))}
+        print("| operation | runs | median ms | p90 ms | vs bare python |\n|---|---|---|---|---|")
+        for (label, samples), code in zip(rows, (PRINT_1, PRINT_1, PANDAS)):
+            median = statistics.median(samples)
+            print(f"| {label} | {len(samples)} | {median:.1f} | {pct(samples, 0.9):.1f} | {median / floors[code]:.2f}x |")
+        for code, floor in floors.items():
+            print(f"| reference: bare runtime python, `{code}`, no sandbox, no HTTP | | {floor:.1f} | | 1x |")
         containers = [await new_container(client) for _ in range(8)]
         print("\n| concurrency | sustained execs/s (`print(1)`, 8 containers) |\n|---|---|")
         for concurrency in (1, 2, 4, 8):
@@ -134,6 +153,7 @@ def main() -> None:
         asyncio.run(run(args.url, args.runs, args.seconds))
         return
     with tempfile.TemporaryDirectory(prefix="execbox-bench-") as tmp:
+        os.chmod(tmp, 0o711)  # sandboxes reach their disks as their own uid
         port = free_port()
         proc = start_server(Path(tmp), port)
         try:
