@@ -55,6 +55,7 @@ def install_error_handlers(app: FastAPI) -> None:
             err: ExecboxError = NotFound(f"Not found: {request.method} {request.url.path}")
         else:
             err = error_for_status(exc.status_code, str(exc.detail))
+            err.status = exc.status_code  # e.g. 405 stays 405, with the nearest error type
         return error_response(err, request)
 
     @app.exception_handler(Exception)
