@@ -29,6 +29,18 @@ class UTCDateTime(sa.types.TypeDecorator):
         return None if value is None else value.replace(tzinfo=timezone.utc)
 
 
+class Key(sa.types.TypeDecorator):
+    """An identifier or workspace column. No stored key contains NUL, which Postgres text
+    cannot hold: a NUL in a looked-up key is bound as U+FFFD, so the lookup finds nothing
+    (as on SQLite) instead of failing."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> str | None:
+        return None if value is None else value.replace("\x00", "\ufffd")
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -92,6 +92,19 @@ class FileExpired(NotFound):
         super().__init__(f"File `{file_id}` has expired.", error_code="file_expired")
 
 
+class TooManyContainers(RateLimited):
+    """The workspace has as many live containers as the server allows (``max_containers``)."""
+
+    should_retry = False  # not before a container is deleted or expires
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This workspace already has {limit} live containers, the most allowed. "
+            "Reuse one (pass its id as `container`), delete one, or wait for one to expire.",
+            error_code="too_many_containers",
+        )
+
+
 class SandboxUnavailable(ExecboxError):
     """The host cannot run sandboxes as configured (missing isolation feature, runtime not built)."""
 

@@ -32,6 +32,7 @@ def limits_from(settings: Settings) -> Limits:
         timeout_s=settings.exec_timeout,
         output_bytes=settings.output_limit,
         output_file_bytes=settings.output_file_limit,
+        output_files=settings.output_files_limit,
     )
 
 
@@ -64,6 +65,7 @@ class Services:
             ttl_s=settings.container_ttl,
             expiry=settings.container_expiry,
             reaper_interval_s=settings.reaper_interval,
+            max_containers=settings.max_containers,
         )
         backends = Backends.from_settings(settings)
         conversation = Conversation(backends=backends, containers=containers, files=files, settings=settings)

@@ -96,11 +96,19 @@ class Settings(BaseSettings):
     output_file_limit: Size = Field(
         100 * 1024**2, description="Largest file returned from `$OUTPUT_DIR`; larger gives `output_file_too_large`."
     )
+    output_files_limit: int = Field(
+        100, description="Files returned from `$OUTPUT_DIR` per execution (the first by name); a note on stderr "
+        "counts the rest."
+    )
     container_ttl: float = Field(3600.0, description="Seconds until an unused container expires.")
     container_expiry: Literal["idle", "created"] = Field(
         "idle", description="Measure the TTL from the last use (`idle`) or from creation (`created`)."
     )
     reaper_interval: float = Field(30.0, description="Seconds between sweeps that free expired containers.")
+    max_containers: int = Field(
+        1000, description="Live containers per workspace (each holds a disk of up to DISK_LIMIT); creating one "
+        "more answers 429 `too_many_containers` until one is deleted or expires."
+    )
     runtime_dir: Path | None = Field(
         None,
         description="The sandbox's Python environment; default: /var/cache/execbox/runtime-<hash of the pinned "

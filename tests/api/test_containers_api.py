@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import anthropic
@@ -90,6 +91,19 @@ def test_bad_exec_bodies(client: httpx.Client, container: str, body: dict) -> No
     assert error_of(response)["type"] == "invalid_request_error"
 
 
+def test_oversized_exec_body_is_refused(client: httpx.Client, container: str) -> None:
+    def body():  # chunked: no Content-Length to refuse it by
+        yield b'{"code": "'
+        for _ in range(33):
+            yield b"#" * 1000**2
+        yield b'"}'
+
+    response = client.post(f"/v1/containers/{container}/exec", content=body(),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert error_of(response)["type"] == "request_too_large"
+
+
 def test_put_get_and_list_files(client: httpx.Client, container: str) -> None:
     written = client.put(f"/v1/containers/{container}/files/data/in.txt", content=b"hello")
     assert written.json() == {"path": "data/in.txt", "size_bytes": 5}
@@ -159,3 +173,30 @@ def test_restart_keeps_containers_and_files(start_server) -> None:
         assert client.get(f"/v1/containers/{container}/files/kept.txt").content == b"survives"
         assert run(client, container, command="cat kept.txt")["stdout"] == "survives"
     second.stop()
+
+
+def test_live_containers_per_workspace_are_capped(start_server) -> None:
+    capped = start_server(args=["--max-containers", "1"])
+    with api(capped) as client:
+        first = create(client)
+        refused = client.post("/v1/containers")
+        assert refused.status_code == 429
+        assert error_of(refused)["type"] == "rate_limit_error"
+        assert error_of(refused)["details"] == {"error_code": "too_many_containers"}
+        assert refused.headers["x-should-retry"] == "false"  # the SDK must not retry it
+        assert client.delete(f"/v1/containers/{first}").status_code == 200
+        create(client)
+    capped.stop()
+
+
+def test_host_failures_do_not_reveal_host_paths(server, client: httpx.Client) -> None:
+    container = create(client)
+    box = server.data_dir / "containers" / container
+    subprocess.run(["umount", str(box / "mnt")], check=True)
+    (box / "disk.img").unlink()  # the disk is gone: the server cannot run this container
+    response = client.post(f"/v1/containers/{container}/exec", json={"code": "print(1)"})
+    assert response.status_code == 500
+    assert "server log" in error_of(response)["message"]
+    assert str(server.data_dir) not in response.text
+    assert str(box / "disk.img") in server.log_tail()  # the operator still gets the detail
+    assert client.delete(f"/v1/containers/{container}").status_code == 200

@@ -142,6 +142,22 @@ def test_too_large_upload_without_content_length(keyed) -> None:
     assert response.status_code == 413
 
 
+@pytest.mark.parametrize(("fields", "value"), [(50, "v" * 4000), (3000, "")])
+def test_form_overhead_is_capped_without_content_length(server, fields: int, value: str) -> None:
+    # Many fields, each within the per-field cap: long values, or empty ones with distinct names.
+    boundary = "pad"
+    part = '--pad\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n\r\n{value}\r\n'
+    form = "".join(part.format(name=f"field{i}", filename="", value=value) for i in range(fields))
+    form += part.format(name="file", filename='; filename="a.txt"', value="hello")
+    body = (form + f"--{boundary}--\r\n").encode()
+    response = httpx.post(
+        f"{server.url}/v1/files", content=(body[i:i + 16384] for i in range(0, len(body), 16384)),
+        headers={"x-api-key": "test", "content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 400, response.text
+    assert "headers and fields exceed" in response.json()["error"]["message"]
+
+
 def test_workspaces_are_isolated(keyed) -> None:
     a, b = sdk(keyed.url, "key-a"), sdk(keyed.url, "key-b")
     uploaded = a.files.upload(file=("mine.txt", b"only a"))

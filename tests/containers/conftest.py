@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -19,6 +20,7 @@ from execbox import db
 from execbox.containers.manager import ContainerManager
 from execbox.files.store import FileStore
 from execbox.sandbox.types import Box, EditRequest, EditResult, ExecRequest, ExecResult, Limits, OutputFile
+from tests.database import database_url  # noqa: F401  (fixture)
 
 
 class DirEngine:
@@ -87,11 +89,11 @@ class DirEngine:
             return EditResult(command=request.command, error_code="file_not_found")
         return EditResult(command="view", content=target.read_text(), file_type="text")
 
-    def write_file(self, box: Box, relpath: str, data: bytes) -> str:
+    def write_file(self, box: Box, relpath: str, data: bytes | BinaryIO) -> str:
         clean = "/".join(p for p in relpath.split("/") if p not in ("", ".", ".."))
         target = box.workspace / clean
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        target.write_bytes(data if isinstance(data, bytes) else data.read())
         return clean
 
     def read_file(self, box: Box, relpath: str, max_bytes: int) -> bytes:
@@ -104,18 +106,21 @@ class DirEngine:
 
 
 @pytest.fixture
-async def make_manager(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ContainerManager]]]:
+async def make_manager(database_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ContainerManager]]]:
     """Builds started managers over one database and data directory (a 'server restart'
     is a second manager over the same state); stops them all at the end."""
-    database = db.connect(f"sqlite:///{tmp_path / 'meta.db'}")
+    database = db.connect(database_url)
     db.create_tables(database)
     files = FileStore(database, tmp_path / "files", max_size=10_000)
     started: list[ContainerManager] = []
 
-    async def make(ttl_s: float = 3600, expiry: str = "idle", reaper_interval_s: float = 3600) -> ContainerManager:
+    async def make(
+        ttl_s: float = 3600, expiry: str = "idle", reaper_interval_s: float = 3600, max_containers: int = 1000
+    ) -> ContainerManager:
         manager = ContainerManager(
             engine=DirEngine(tmp_path / "staging"), database=database, files=files,
             boxes_dir=tmp_path / "boxes", ttl_s=ttl_s, expiry=expiry, reaper_interval_s=reaper_interval_s,
+            max_containers=max_containers,
         )
         await manager.start()
         started.append(manager)

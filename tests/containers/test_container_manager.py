@@ -8,7 +8,7 @@ import pytest
 from execbox.containers.manager import ContainerManager
 from execbox.containers.store import EXPIRED, UID_BASE, containers_table
 from execbox.db import utcnow
-from execbox.errors import ContainerExpired, ContainerNotFound
+from execbox.errors import ContainerExpired, ContainerNotFound, TooManyContainers
 from execbox.sandbox.types import EditRequest, ExecRequest
 
 MakeManager = Callable[..., Awaitable[ContainerManager]]
@@ -54,6 +54,33 @@ async def test_uids_are_unique_and_reused_only_after_the_box_is_gone(make_manage
     assert manager.store.get(d.id).uid == UID_BASE + 1  # type: ignore[union-attr]
 
 
+async def test_live_containers_per_workspace_are_capped(make_manager: MakeManager) -> None:
+    manager = await make_manager(max_containers=2)
+    first, _ = await manager.create("ws"), await manager.create("ws")
+    with pytest.raises(TooManyContainers) as refused:
+        await manager.create("ws")
+    assert (refused.value.status, refused.value.details) == (429, {"error_code": "too_many_containers"})
+    assert len(manager.store.active()) == 2  # nothing was made for the refused one
+    await manager.create("other")  # another workspace has its own allowance
+    await manager.destroy("ws", first.id)
+    await manager.create("ws")
+    await asyncio.gather(*(manager.create("burst") for _ in range(5)), return_exceptions=True)
+    assert manager.store.count_active("burst") == 2  # concurrent creates cannot overshoot
+
+
+async def test_waiting_for_the_database_does_not_block_the_event_loop(make_manager: MakeManager) -> None:
+    manager = await make_manager()
+    container = await manager.create("ws")
+    with manager.store.engine.begin() as conn:  # holds a write lock on the row until the block ends
+        conn.execute(
+            containers_table.update().where(containers_table.c.id == container.id).values(last_used_at=utcnow())
+        )
+        use = asyncio.create_task(manager.put_file("ws", container.id, "x.txt", b"x"))
+        await asyncio.sleep(0.2)  # the loop runs on while the manager waits for the lock
+        assert not use.done()
+    assert await use == "x.txt"
+
+
 async def test_files_persist_between_executions(make_manager: MakeManager) -> None:
     manager = await make_manager()
     container = await manager.create("ws")
@@ -94,6 +121,7 @@ async def test_other_workspaces_and_unknown_ids_are_not_found(make_manager: Make
         manager.list_files("other", container.id),
         manager.destroy("other", container.id),
         manager.get("ws", "container_unknown"),
+        manager.get("ws", "container_\x00"),
     ):
         with pytest.raises(ContainerNotFound):
             await call

@@ -1,4 +1,6 @@
+import base64
 import io
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,14 +12,19 @@ from execbox.files.store import FileStore, files_table, safe_filename
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> FileStore:
-    engine = db.connect(f"sqlite:///{tmp_path / 'meta.db'}")
+def store(database_url: str, tmp_path: Path) -> Iterator[FileStore]:
+    engine = db.connect(database_url)
     db.create_tables(engine)
-    return FileStore(engine, tmp_path / "files", max_size=1000)
+    yield FileStore(engine, tmp_path / "files", max_size=1000)
+    engine.dispose()
 
 
 def upload(store: FileStore, name: str = "a.csv", data: bytes = b"x,y\n1,2\n", **kw) -> str:
     return store.create("ws", name, io.BytesIO(data), **kw).id
+
+
+def cursor(seq: int, file_id: str) -> str:
+    return "page_" + base64.urlsafe_b64encode(f"{seq}:{file_id}".encode()).decode()
 
 
 def test_upload_round_trip(store: FileStore) -> None:
@@ -34,6 +41,8 @@ def test_mime_type_is_guessed_when_not_declared(store: FileStore) -> None:
     octet = store.create("ws", "notes.md", io.BytesIO(b"# hi"), mime_type="application/octet-stream")
     assert octet.mime_type == "text/markdown"
     assert store.get("ws", upload(store, "blob")).mime_type == "application/octet-stream"
+    control = store.create("ws", "a.txt", io.BytesIO(b"x"), mime_type="text/plain; x=\x00")
+    assert control.mime_type == "text/plain"
 
 
 def test_other_workspace_sees_nothing(store: FileStore) -> None:
@@ -144,11 +153,25 @@ def test_list_by_ids(store: FileStore) -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [{"limit": 0}, {"limit": 1001}, {"page": "bogus"}, {"page": "page_!!"}, {"after_id": "file_nope"},
-     {"before_id": "file_a", "after_id": "file_b"}],
+     {"before_id": "file_a", "after_id": "file_b"}, {"page": cursor(2**63, "file_a")},
+     {"page": cursor(-1, "file_a")}],
 )
 def test_list_rejects_bad_parameters(store: FileStore, kwargs: dict) -> None:
     with pytest.raises(InvalidRequest):
         store.list("ws", **kwargs)
+
+
+def test_ids_with_a_nul_character_are_unknown(store: FileStore) -> None:
+    file_id = upload(store)
+    with pytest.raises(FileNotFound):
+        store.get("ws", "file_\x00")
+    with pytest.raises(FileNotFound):
+        store.delete("ws", "file_\x00")
+    with pytest.raises(InvalidRequest):
+        store.list("ws", after_id="file_\x00")
+    assert store.list("ws", ids=["file_\x00", file_id]).records == [store.get("ws", file_id)]
+    assert store.list("ws", page=cursor(2**62, "file_\x00")).records == [store.get("ws", file_id)]
+    assert store.list("ws\x00").records == []
 
 
 def test_metadata_survives_a_new_store(store: FileStore) -> None:

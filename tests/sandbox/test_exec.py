@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import replace
 
 import pytest
@@ -76,8 +75,9 @@ async def test_output_files_are_staged_outside_the_box(engine: BwrapEngine, box:
     [output] = result.files
     assert (output.filename, output.size_bytes, output.too_large) == ("report.csv", 8, False)
     assert output.staged is not None and output.staged.read_text() == "a,b\n1,2\n"
-    assert engine.staging_dir in output.staged.parents
-    shutil.rmtree(output.staged.parent)
+    assert output.staged.parent == engine.staging_dir
+    output.staged.unlink()
+    assert os.listdir(engine.staging_dir) == []  # the caller's unlink leaves nothing behind
     assert os.listdir(box.outputs) == []  # the execution's /outputs is gone from the box
 
 
@@ -86,7 +86,7 @@ async def test_output_dir_is_fresh_for_every_execution(box: Box, run: Run) -> No
     second = await run(box, "ls -A $OUTPUT_DIR | wc -l", kind="bash")
     assert [f.filename for f in first.files] == ["one.txt"]
     assert second.stdout.strip() == "0" and second.files == []
-    shutil.rmtree(first.files[0].staged.parent)  # type: ignore[union-attr]
+    first.files[0].staged.unlink()  # type: ignore[union-attr]
 
 
 async def test_too_large_output_file_is_flagged_not_copied(box: Box, run: Run) -> None:
@@ -96,7 +96,17 @@ async def test_too_large_output_file_is_flagged_not_copied(box: Box, run: Run) -
     big, ok = result.files
     assert (big.filename, big.size_bytes, big.too_large, big.staged) == ("big.bin", size, True, None)
     assert ok.filename == "ok.txt" and ok.staged is not None
-    shutil.rmtree(ok.staged.parent)
+    ok.staged.unlink()
+
+
+async def test_output_file_count_is_capped_with_a_note(engine: BwrapEngine, make_box: MakeBox) -> None:
+    capped = BwrapEngine(replace(TEST_LIMITS, output_files=3), engine.state_dir, None)
+    box = await make_box(capped)
+    result = await capped.execute(box, ExecRequest("bash", "cd $OUTPUT_DIR && touch e d c b a"))
+    assert [f.filename for f in result.files] == ["a", "b", "c"]  # the first by name
+    assert result.stderr == "[execbox: 2 more files in /outputs were not returned; at most 3 are returned per execution]"
+    for output in result.files:
+        output.staged.unlink()  # type: ignore[union-attr]
 
 
 async def test_matplotlib_plot_to_outputs(box: Box, run: Run) -> None:
@@ -109,7 +119,7 @@ async def test_matplotlib_plot_to_outputs(box: Box, run: Run) -> None:
     assert result.return_code == 0, result.stderr
     [plot] = result.files
     assert plot.staged is not None and plot.staged.read_bytes().startswith(b"\x89PNG")
-    shutil.rmtree(plot.staged.parent)
+    plot.staged.unlink()
 
 
 async def test_request_timeout_applies(box: Box, run: Run) -> None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from execbox.errors import InvalidRequest, NotFound, RequestTooLarge
+from execbox.errors import Conflict, InvalidRequest, NotFound, RequestTooLarge
 from execbox.sandbox import fsutil
 from execbox.sandbox.bwrap import BwrapEngine
-from execbox.sandbox.types import Box
+from execbox.sandbox.types import Box, Limits
 
 from tests.sandbox.sandbox_support import MakeBox, Run
 
@@ -65,6 +67,68 @@ def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
         fsutil.write_file(tmp_path, "pipe", b"x", os.getuid())
 
 
+def _nest(root: Path, depth: int) -> None:
+    """``depth`` directories ``d/d/...`` below ``root``, ``bottom.txt`` in the last (no path gets long)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    with open(os.open("bottom.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w") as bottom:
+        bottom.write("x")
+    os.close(fd)
+
+
+def test_empty_dir_removes_a_tree_of_any_depth(tmp_path: Path) -> None:
+    (tmp_path / "file.txt").write_text("x")
+    os.symlink("/etc", tmp_path / "etc_link")
+    _nest(tmp_path, 1500)  # deeper than Python's recursion limit
+    fsutil.empty_dir(tmp_path)
+    assert os.listdir(tmp_path) == []
+    assert os.path.isdir("/etc")
+
+
+def test_listing_is_bounded_in_depth_and_count(tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"f{i}.txt").write_text("x")
+    (tmp_path / "deep").mkdir()
+    _nest(tmp_path / "deep", 1500)
+    (tmp_path / "ok").mkdir()
+    _nest(tmp_path / "ok", fsutil.MAX_LIST_DEPTH - 1)
+    try:
+        deepest = "ok/" + "d/" * (fsutil.MAX_LIST_DEPTH - 1) + "bottom.txt"
+        assert fsutil.list_files(tmp_path) == [("f0.txt", 1), ("f1.txt", 1), ("f2.txt", 1), (deepest, 1)]
+        assert fsutil.list_files(tmp_path, limit=2) == [("f0.txt", 1), ("f1.txt", 1)]
+    finally:
+        fsutil.empty_dir(tmp_path)
+
+
+def test_names_that_are_not_utf8_come_back_as_text(tmp_path: Path) -> None:
+    for directory in ("ws", "out"):
+        (tmp_path / directory).mkdir()
+        with open(bytes(tmp_path / directory) + b"/caf\xe9\n.txt", "wb") as f:
+            f.write(b"x")
+    listed = fsutil.list_files(tmp_path / "ws")
+    files, _ = fsutil.collect_outputs(tmp_path / "out", tmp_path / "staging", Limits())
+    assert listed == [("caf\ufffd\n.txt", 1)]
+    assert [f.filename for f in files] == ["caf\ufffd\n.txt"]
+    json.dumps([listed, files[0].filename], ensure_ascii=False).encode()  # no lone surrogates
+
+
+def test_output_collection_is_capped_in_count_and_bytes(tmp_path: Path) -> None:
+    source, staging = tmp_path / "out", tmp_path / "staging"
+    source.mkdir()
+    for name in ("e", "c", "a", "d", "b"):
+        (source / name).write_bytes(b"x" * 600)
+    files, left_out = fsutil.collect_outputs(source, staging, Limits(output_files=3, disk_bytes=1000))
+    assert [(f.filename, f.size_bytes, f.too_large) for f in files] == [
+        ("a", 600, False), ("b", 600, True), ("c", 600, True)  # past the 1000 bytes copied in total
+    ]
+    assert left_out == 2
+    assert files[0].staged is not None and os.listdir(staging) == [files[0].staged.name]
+
+
 @pytest.mark.sandbox
 async def test_written_files_belong_to_the_box_uid(engine: BwrapEngine, box: Box, run: Run) -> None:
     assert engine.write_file(box, "in/data.txt", b"42") == "in/data.txt"
@@ -114,7 +178,7 @@ async def test_outputs_return_regular_files_only(engine: BwrapEngine, box: Box, 
     [output] = result.files
     assert output.filename == "result.txt"
     assert output.staged is not None and output.staged.read_bytes() == b"ok"
-    shutil.rmtree(output.staged.parent)
+    output.staged.unlink()
 
 
 @pytest.mark.sandbox
@@ -125,3 +189,40 @@ async def test_box_cannot_read_a_neighbour_by_its_host_path(engine: BwrapEngine,
     result = await run(box, f"cat {neighbour.workspace}/secret.txt {neighbour.image}", kind="bash")
     assert "secret" not in result.stdout
     assert result.stderr.count("No such file or directory") == 2
+
+
+@pytest.mark.sandbox
+async def test_deep_trees_left_by_code_neither_break_the_box_nor_its_listing(engine: BwrapEngine, box: Box,
+                                                                              run: Run) -> None:
+    code = (
+        "import os\n"
+        "for top in ('/outputs', '/workspace/deep'):\n"
+        "    os.makedirs(top, exist_ok=True)\n"
+        "    os.chdir(top)\n"
+        "    for _ in range(3000):\n        os.mkdir('d')\n        os.chdir('d')\n"
+        "    open('bottom.txt', 'w').write('x')\n"
+        "open('/workspace/top.txt', 'w').write('x')\n"
+    )
+    result = await run(box, code)
+    assert result.return_code == 0, result.stderr
+    assert engine.list_files(box) == [("top.txt", 1)]
+    again = await run(box, "ls -A $OUTPUT_DIR | wc -l", kind="bash")
+    assert again.stdout == "0\n"
+
+
+@pytest.mark.sandbox
+async def test_a_file_leased_by_a_running_execution_is_busy(engine: BwrapEngine, box: Box, run: Run) -> None:
+    engine.write_file(box, "shared.txt", b"data")
+    code = (
+        "import fcntl, os, time\n"
+        "fd = os.open('shared.txt', os.O_RDONLY)\n"
+        "fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)\n"  # opening it elsewhere now blocks, or fails
+        "time.sleep(30)\n"
+    )
+    running = asyncio.create_task(run(box, code, timeout_s=30))
+    with pytest.raises(Conflict, match="held by a running execution"):
+        for _ in range(1000):  # readable until the lease is taken
+            assert engine.read_file(box, "shared.txt", 100) == b"data"
+            await asyncio.sleep(0.01)
+    await running  # the kernel breaks the lease: SIGIO ends the holder
+    assert engine.read_file(box, "shared.txt", 100) == b"data"

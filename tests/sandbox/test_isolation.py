@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -170,6 +171,43 @@ async def test_host_files_are_absent(engine: BwrapEngine, box: Box, make_box: Ma
     ]
     result = await run(box, f"import os\nprint([p for p in {paths!r} if os.path.exists(p)])")
     assert result.stdout == "[]\n"
+
+
+async def test_hard_links_cannot_reach_system_or_runtime_files(engine: BwrapEngine, box: Box, run: Run) -> None:
+    # The box's disk is a filesystem of its own: a link to anything outside it is EXDEV.
+    sources = ["/usr/bin/true", "/etc/passwd", str(engine.runtime_dir / "bin" / "python")]
+    code = (
+        "import errno, os\n"
+        f"for source in {sources!r}:\n"
+        "    for target in ('/workspace/link', '/tmp/link', '/outputs/link'):\n"
+        "        try:\n            os.link(source, target)\n            print('LINKED', source)\n"
+        "        except OSError as e:\n            print(errno.errorcode[e.errno])\n"
+    )
+    result = await run(box, code)
+    assert result.stdout.split() == ["EXDEV"] * 9
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x32 system call numbers exist on x86_64 only")
+async def test_system_calls_of_another_abi_kill_the_caller(box: Box, run: Run) -> None:
+    # unshare(2) by its x32 number: allowed through, it would bypass the filter's rules.
+    code = (
+        "import ctypes, os\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n    ctypes.CDLL(None).syscall(0x40000000 | 272, 0)\n    os._exit(0)\n"
+        "print(os.waitpid(pid, 0)[1])\n"
+    )
+    result = await run(box, code)
+    assert result.stdout == f"{signal.SIGSYS}\n"
+
+
+async def test_mount_table_shows_no_container_paths(box: Box, make_box: MakeBox, run: Run) -> None:
+    # Box directories are bound from their own disk, so only disk-relative paths show.
+    # (The runtime and the engine's /etc are bound from host paths, read-only.)
+    neighbour = await make_box()
+    result = await run(box, "cat /proc/self/mountinfo", kind="bash")
+    assert " /workspace /workspace " in result.stdout
+    for path in (box.root, neighbour.root):
+        assert str(path) not in result.stdout
 
 
 async def test_etc_holds_only_what_programs_need(box: Box, run: Run) -> None:

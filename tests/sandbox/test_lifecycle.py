@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box, ExecRequest
 
-from tests.sandbox.sandbox_support import TEST_LIMITS, MakeBox, Run
+from tests.sandbox.sandbox_support import TEST_LIMITS, MakeBox, Run, host_pids_of
 
 
 def _loop_devices_of(image: Path) -> str:
@@ -40,6 +42,32 @@ async def test_execute_reopens_a_box_that_was_not_reopened(engine: BwrapEngine, 
     await engine.close_box(box)
     result = await run(box, "cat f.txt", kind="bash")
     assert result.stdout == "x\n"
+
+
+@pytest.mark.sandbox
+async def test_a_crashed_server_leaves_no_process_behind(engine: BwrapEngine, box: Box, run: Run) -> None:
+    server = (
+        "import asyncio\n"
+        "from pathlib import Path\n"
+        "from execbox.sandbox.bwrap import BwrapEngine\n"
+        "from execbox.sandbox.types import Box, ExecRequest, Limits\n"
+        f"box = Box({box.id!r}, {box.uid}, Path({str(box.root)!r}))\n"
+        f"engine = BwrapEngine(Limits(), Path({str(engine.state_dir)!r}), None)\n"
+        "command = 'setsid sleep 1000 & (sleep 1000 &); sleep 1000'\n"
+        "asyncio.run(engine.execute(box, ExecRequest('bash', command)))\n"
+    )
+    crashed = subprocess.Popen([sys.executable, "-c", server])
+    cgroup = Cgroup.for_box(box.id)
+    deadline = time.monotonic() + 30
+    while len(cgroup.pids()) < 4 and time.monotonic() < deadline:  # bwrap, bash and the sleeps
+        time.sleep(0.05)
+    assert len(cgroup.pids()) >= 4
+    crashed.kill()  # SIGKILL: no clean-up code runs
+    crashed.wait()
+    while cgroup.pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cgroup.pids() == [] and host_pids_of(box.uid) == []  # bwrap dies with its parent
+    assert (await run(box, "print('usable')")).stdout == "usable\n"
 
 
 @pytest.mark.sandbox

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 
 import pytest
 
 from execbox.errors import InvalidRequest
-from execbox.sandbox.bwrap import BwrapEngine
+from execbox.sandbox.bwrap import BwrapEngine, _read_capped
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box
 
@@ -143,3 +145,17 @@ async def test_output_within_the_cap_is_untouched(box: Box, run: Run) -> None:
     assert not result.stdout_truncated
     assert result.stdout == "y" * (TEST_LIMITS.output_bytes - 1) + "\n"
 
+
+
+async def test_a_trickle_of_tiny_writes_is_read_in_batches() -> None:
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    writes = 200_000
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", f"import os\nfor _ in range({writes}): os.write(1, b'x')", stdout=write_end
+    )
+    os.close(write_end)
+    _, output = await _read_capped(os.fdopen(read_end, "rb", buffering=0), 1000)
+    kept, truncated = await output.done
+    assert await writer.wait() == 0
+    assert (kept, truncated) == (b"x" * 1000, True)
+    assert output.reads < 500  # not one read per write: the server's work stays small

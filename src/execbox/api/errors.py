@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from execbox.errors import ExecboxError, InternalError, InvalidRequest, NotFound, error_for_status
+from execbox.errors import ExecboxError, InternalError, InvalidRequest, NotFound, SandboxUnavailable, error_for_status
 
 log = logging.getLogger("execbox.api")
 
@@ -43,6 +43,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _execbox_error(request: Request, exc: ExecboxError) -> JSONResponse:
         if exc.status >= 500:
             log.error("request %s failed: %s", getattr(request.state, "request_id", "?"), exc.message)
+        if isinstance(exc, SandboxUnavailable):  # written for the operator: host paths, commands
+            exc = SandboxUnavailable("Code execution is unavailable on this server; the server log has the details.")
         return error_response(exc, request)
 
     @app.exception_handler(RequestValidationError)

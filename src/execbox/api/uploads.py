@@ -1,8 +1,9 @@
 """Reading request bodies with a size cap enforced as they stream in.
 
 ``receive_file`` parses ``multipart/form-data`` and writes the file part straight to disk
-as it arrives, so an upload is never held in memory. Both helpers refuse an oversized
-body early: on its declared Content-Length, or at the first chunk past the cap.
+as it arrives, and ``receive_body`` does the same with a raw body, so an upload is never
+held in memory. Both refuse an oversized body early: on its declared Content-Length, or
+at the first chunk past the cap.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from execbox.errors import InvalidRequest, RequestTooLarge
 
 # Bytes a form may carry besides the file's own: boundaries, part headers, small fields.
+# Enforced as they arrive too, since a chunked body declares no length.
 FORM_OVERHEAD = 64 * 1024
 MAX_FIELD_BYTES = 4 * 1024
 
@@ -46,6 +48,7 @@ class _Receiver:
         self._name: str | None = None
         self._is_file = False
         self._value = bytearray()
+        self._form_bytes = 0  # part headers and field values received so far
 
     def callbacks(self) -> dict:
         return {
@@ -62,10 +65,17 @@ class _Receiver:
         self._headers, self._name, self._is_file = {}, None, False
         self._value = bytearray()
 
+    def _count(self, size: int) -> None:
+        self._form_bytes += size
+        if self._form_bytes > FORM_OVERHEAD:
+            raise InvalidRequest(f"The form's headers and fields exceed {FORM_OVERHEAD} bytes.")
+
     def header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count(end - start)
         self._header_field += data[start:end]
 
     def header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count(end - start)
         self._header_value += data[start:end]
 
     def header_end(self) -> None:
@@ -91,6 +101,7 @@ class _Receiver:
         elif len(self._value) + end - start > MAX_FIELD_BYTES:
             raise InvalidRequest(f"Form field `{self._name}` is too long.")
         else:
+            self._count(end - start)
             self._value += data[start:end]
 
     def part_end(self) -> None:
@@ -131,14 +142,17 @@ async def receive_file(request: Request, file_field: str, dest: Path, max_size: 
     return receiver.upload
 
 
-async def read_body(request: Request, max_size: int) -> bytes:
-    """The raw request body, at most ``max_size`` bytes (else RequestTooLarge)."""
+async def receive_body(request: Request, dest: Path, max_size: int) -> int:
+    """Write the raw request body to ``dest`` as it arrives, at most ``max_size`` bytes
+    (else RequestTooLarge); returns its size."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_size:
         raise RequestTooLarge(f"Request body exceeds the maximum size of {max_size} bytes.")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_size:
-            raise RequestTooLarge(f"Request body exceeds the maximum size of {max_size} bytes.")
-    return bytes(body)
+    size = 0
+    with dest.open("wb") as sink:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_size:
+                raise RequestTooLarge(f"Request body exceeds the maximum size of {max_size} bytes.")
+            sink.write(chunk)
+    return size

@@ -4,6 +4,8 @@ The manager owns container metadata (``containers/store.py``), serialises execut
 container, runs the reaper, and turns the sandbox's output files into Files API records.
 Everything it knows lives on disk (the boxes) and in the database, so containers survive
 a restart: ``start()`` reopens them and frees those that expired in the meantime.
+Metadata queries run in worker threads: a remote database's round trips would otherwise
+stall the event loop, and every other request with it.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import sqlalchemy as sa
 
 from execbox.containers.store import EXPIRED, ContainerRow, ContainerStore
 from execbox.db import utcnow
-from execbox.errors import ContainerExpired, ContainerNotFound, FileNotFound, RequestTooLarge
+from execbox.errors import ContainerExpired, ContainerNotFound, FileNotFound, RequestTooLarge, TooManyContainers
 from execbox.files.store import FileRecord, FileStore, safe_filename
 from execbox.ids import new_id
 from execbox.sandbox.types import Box, EditRequest, EditResult, Engine, ExecRequest, ExecResult, OutputFile
@@ -72,6 +74,7 @@ class ContainerManager:
         ttl_s: float,
         expiry: Literal["idle", "created"],
         reaper_interval_s: float,
+        max_containers: int = 1000,
     ) -> None:
         self.engine = engine
         self.store = ContainerStore(database)
@@ -80,13 +83,15 @@ class ContainerManager:
         self.ttl = timedelta(seconds=ttl_s)
         self.expiry = expiry
         self.reaper_interval_s = reaper_interval_s
+        self.max_containers = max_containers
         self._locks: dict[str, asyncio.Lock] = {}
+        self._creating = asyncio.Lock()  # makes counting and inserting one step
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Reopen surviving containers' disks and start the reaper."""
         self.boxes_dir.mkdir(parents=True, exist_ok=True)
-        for row in self.store.active():
+        for row in await asyncio.to_thread(self.store.active):
             if row.expires_at <= utcnow():
                 await self._free(row)
                 continue
@@ -104,7 +109,7 @@ class ContainerManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
             self._reaper = None
-        for row in self.store.active():
+        for row in await asyncio.to_thread(self.store.active):
             async with self._lock(row.id):
                 try:
                     await self.engine.close_box(self._box(row))
@@ -112,20 +117,24 @@ class ContainerManager:
                     log.exception("container %s could not be closed", row.id)
 
     async def create(self, workspace: str) -> Container:
-        now = utcnow()
-        row = self.store.insert(new_id("container"), workspace, now, now + self.ttl)
+        """A new container; TooManyContainers if the workspace has ``max_containers`` live ones."""
+        async with self._creating:
+            if await asyncio.to_thread(self.store.count_active, workspace) >= self.max_containers:
+                raise TooManyContainers(self.max_containers)
+            now = utcnow()
+            row = await asyncio.to_thread(self.store.insert, new_id("container"), workspace, now, now + self.ttl)
         box = self._box(row)
         try:
             await self.engine.create_box(box)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.engine.destroy_box(box)
-            self.store.delete(row.id)
+            await asyncio.to_thread(self.store.delete, row.id)
             raise
         return _container(row)
 
     async def get(self, workspace: str, container_id: str) -> Container:
-        row = self._find(workspace, container_id)
+        row = await self._find(workspace, container_id)
         if row.expires_at <= utcnow():
             raise ContainerExpired(container_id)
         return _container(row)
@@ -135,14 +144,14 @@ class ContainerManager:
         async with self._using(workspace, container_id) as (row, box):
             result = await self.engine.execute(box, request)
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files)
-            self._touch(row, execution_seconds=result.duration_s)
+            await self._touch(row, execution_seconds=result.duration_s)
         return Execution(result, files)
 
     async def edit(self, workspace: str, container_id: str, request: EditRequest) -> EditResult:
         async with self._using(workspace, container_id) as (_, box):
             return await self.engine.edit(box, request)
 
-    async def put_file(self, workspace: str, container_id: str, path: str, data: bytes) -> str:
+    async def put_file(self, workspace: str, container_id: str, path: str, data: bytes | BinaryIO) -> str:
         """Write into the workspace; returns the sanitized path actually written."""
         async with self._using(workspace, container_id) as (_, box):
             return await asyncio.to_thread(self.engine.write_file, box, path, data)
@@ -152,9 +161,9 @@ class ContainerManager:
         if file.workspace != workspace:
             raise FileNotFound(file.id)
         async with self._using(workspace, container_id) as (_, box):
-            blob = self.files.path(workspace, file.id)
-            data = await asyncio.to_thread(_read_at_most, blob, self.files.max_size)
-            return await asyncio.to_thread(self.engine.write_file, box, safe_filename(file.filename), data)
+            blob = await asyncio.to_thread(self.files.path, workspace, file.id)
+            with blob.open("rb") as data:  # streamed: it may be as large as the largest upload
+                return await asyncio.to_thread(self.engine.write_file, box, safe_filename(file.filename), data)
 
     async def read_file(self, workspace: str, container_id: str, path: str) -> bytes:
         async with self._using(workspace, container_id, exclusive=False) as (_, box):
@@ -166,26 +175,26 @@ class ContainerManager:
 
     async def destroy(self, workspace: str, container_id: str) -> None:
         """Delete a container now: its box if it still has one, and its metadata."""
-        self._find(workspace, container_id, allow_expired=True)
+        await self._find(workspace, container_id, allow_expired=True)
         async with self._lock(container_id):
-            row = self._find(workspace, container_id, allow_expired=True)
+            row = await self._find(workspace, container_id, allow_expired=True)
             if row.status != EXPIRED:
                 await self.engine.destroy_box(self._box(row))
-            self.store.delete(container_id)
+            await asyncio.to_thread(self.store.delete, container_id)
             self._locks.pop(container_id, None)
 
     async def reap(self) -> int:
         """Free every expired container now; returns how many."""
         freed = 0
-        for due in self.store.due(utcnow()):
+        for due in await asyncio.to_thread(self.store.due, utcnow()):
             lock = self._lock(due.id)
             if lock.locked():  # in use right now; its user re-checks expiry
                 continue
             async with lock:
-                row = self.store.get(due.id)
+                row = await asyncio.to_thread(self.store.get, due.id)
                 if row is not None and row.status != EXPIRED and row.expires_at <= utcnow():
                     freed += await self._free(row)
-        self.store.purge_tombstones(utcnow() - TOMBSTONE_RETENTION)
+        await asyncio.to_thread(self.store.purge_tombstones, utcnow() - TOMBSTONE_RETENTION)
         return freed
 
     async def _reap_forever(self) -> None:
@@ -205,27 +214,27 @@ class ContainerManager:
     ) -> AsyncIterator[tuple[ContainerRow, Box]]:
         """A live container's box, marked as used. ``exclusive`` holds its lock throughout;
         a container found past its expiry is freed on the spot."""
-        self._find(workspace, container_id)
+        await self._find(workspace, container_id)
         async with self._lock(container_id) if exclusive else contextlib.nullcontext():
-            row = self._find(workspace, container_id)
+            row = await self._find(workspace, container_id)
             if row.expires_at <= utcnow():
                 if exclusive:
                     await self._free(row)
                 raise ContainerExpired(container_id)
-            yield self._touch(row), self._box(row)
+            yield await self._touch(row), self._box(row)
 
-    def _find(self, workspace: str, container_id: str, *, allow_expired: bool = False) -> ContainerRow:
-        row = self.store.get(container_id)
+    async def _find(self, workspace: str, container_id: str, *, allow_expired: bool = False) -> ContainerRow:
+        row = await asyncio.to_thread(self.store.get, container_id)
         if row is None or row.workspace != workspace:
             raise ContainerNotFound(container_id)
         if row.status == EXPIRED and not allow_expired:
             raise ContainerExpired(container_id)
         return row
 
-    def _touch(self, row: ContainerRow, execution_seconds: float = 0.0) -> ContainerRow:
+    async def _touch(self, row: ContainerRow, execution_seconds: float = 0.0) -> ContainerRow:
         now = utcnow()
         expires_at = (now if self.expiry == "idle" else row.created_at) + self.ttl
-        self.store.touch(row.id, now, expires_at, execution_seconds)
+        await asyncio.to_thread(self.store.touch, row.id, now, expires_at, execution_seconds)
         return ContainerRow(
             row.id, row.workspace, row.uid, row.status, row.created_at, now, expires_at,
             row.execution_seconds + execution_seconds,
@@ -239,7 +248,7 @@ class ContainerManager:
         except Exception:
             log.exception("could not free expired container %s; will retry", row.id)
             return False
-        self.store.expire(row.id)
+        await asyncio.to_thread(self.store.expire, row.id)
         self._locks.pop(row.id, None)
         return True
 
@@ -273,10 +282,3 @@ class ContainerManager:
 def _container(row: ContainerRow) -> Container:
     return Container(row.id, row.workspace, row.created_at, row.last_used_at, row.expires_at)
 
-
-def _read_at_most(path: Path, limit: int) -> bytes:
-    with path.open("rb") as stream:
-        data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise RequestTooLarge(f"File is larger than {limit} bytes.")
-    return data

@@ -7,13 +7,14 @@ from "never existed". A tombstone has no uid: host uids are unique among live bo
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
 
-from execbox.db import UTCDateTime, metadata
+from execbox.db import Key, UTCDateTime, metadata
 
 # Containers run as host uids from here up (200000 + n), far above any regular account.
 UID_BASE = 200_000
@@ -23,8 +24,8 @@ EXPIRED: Literal["expired"] = "expired"
 containers_table = sa.Table(
     "containers",
     metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("workspace", sa.String(128), nullable=False, index=True),
+    sa.Column("id", Key(64), primary_key=True),
+    sa.Column("workspace", Key(128), nullable=False, index=True),
     sa.Column("uid", sa.Integer, nullable=True, unique=True),  # NULL once the box is gone
     sa.Column("status", sa.String(16), nullable=False, index=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -51,12 +52,14 @@ class ContainerStore:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self._insert_lock = threading.Lock()
 
     def insert(self, container_id: str, workspace: str, now: datetime, expires_at: datetime) -> ContainerRow:
         """Add an active container with the lowest free host uid."""
         for _ in range(5):
             try:
-                with self.engine.begin() as conn:
+                # Threads of this process pick uids in turn; other processes are caught below.
+                with self._insert_lock, self.engine.begin() as conn:
                     uid = _lowest_free_uid(conn)
                     conn.execute(
                         containers_table.insert().values(
@@ -76,6 +79,12 @@ class ContainerStore:
 
     def active(self) -> list[ContainerRow]:
         return self._select(containers_table.c.status == ACTIVE)
+
+    def count_active(self, workspace: str) -> int:
+        c = containers_table.c
+        with self.engine.connect() as conn:
+            query = sa.select(sa.func.count()).select_from(containers_table)
+            return conn.execute(query.where(c.workspace == workspace, c.status == ACTIVE)).scalar_one()
 
     def due(self, now: datetime) -> list[ContainerRow]:
         """Active containers whose expiry time has passed."""

@@ -21,7 +21,7 @@ _EXTRA = {
     ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
 }
 
-_VALID = re.compile(r"[\w.+-]+/[\w.+-]+(\s*;.*)?")
+_VALID = re.compile(r"[\w.+-]+/[\w.+-]+(\s*;[^\x00-\x1f\x7f]*)?")
 
 
 def guess(filename: str) -> str:

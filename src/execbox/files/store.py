@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import sqlalchemy as sa
 
-from execbox.db import UTCDateTime, metadata, utcnow
+from execbox.db import Key, UTCDateTime, metadata, utcnow
 from execbox.errors import FileExpired, FileNotFound, InvalidRequest, RequestTooLarge
 from execbox.files import mime
 from execbox.ids import new_id
@@ -42,8 +42,8 @@ _FORBIDDEN = frozenset('<>:"|?*\\/') | frozenset(map(chr, range(32)))
 files_table = sa.Table(
     "files",
     metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("workspace", sa.String(128), nullable=False, index=True),
+    sa.Column("id", Key(64), primary_key=True),
+    sa.Column("workspace", Key(128), nullable=False, index=True),
     sa.Column("filename", sa.String(255), nullable=False),
     sa.Column("mime_type", sa.String(255), nullable=False),
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
@@ -101,8 +101,11 @@ def _decode_page(page: str) -> tuple[int, str]:
         if not page.startswith("page_"):
             raise ValueError
         raw = page[5:]
-        seq, _, file_id = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode().partition(":")
-        return int(seq), file_id
+        number, _, file_id = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode().partition(":")
+        seq = int(number)
+        if not 0 <= seq < 2**63:  # beyond a BIGINT column
+            raise ValueError
+        return seq, file_id
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise InvalidRequest(f"Invalid page cursor: {page!r}.") from None
 

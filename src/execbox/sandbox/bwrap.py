@@ -29,15 +29,15 @@ import shutil
 import signal
 import stat
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from execbox.errors import SandboxUnavailable
 from execbox.sandbox import cgroups, disk, editor, fsutil, policy, seccomp
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.runtime import MPL_CACHE, is_complete, resolve_runtime_dir, runtime_python
-from execbox.sandbox.types import Box, EditRequest, EditResult, ExecRequest, ExecResult, Limits
+from execbox.sandbox.types import OUTPUT_DIR, Box, EditRequest, EditResult, ExecRequest, ExecResult, Limits
 from execbox.settings import format_size
 
 log = logging.getLogger("execbox.sandbox")
@@ -52,16 +52,47 @@ MIN_BOX_UID = 1000
 KILL_GRACE_S = 5.0
 
 
-async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
-    """The first ``cap`` bytes of a stream, draining (and dropping) the rest."""
-    kept = bytearray()
-    truncated = False
-    while chunk := await stream.read(256 * 1024):
-        room = cap - len(kept)
+# A pipe that keeps delivering small chunks (a program making many tiny writes) is read
+# at most every TRICKLE_PAUSE_S after its first EAGER_READS reads: the writes pile up in
+# the pipe meanwhile, so the server spends a few reads a second on it, not one per write.
+EAGER_READS = 16
+SMALL_READ = 64 * 1024
+TRICKLE_PAUSE_S = 0.01
+
+
+class _CappedOutput(asyncio.Protocol):
+    """Reads one output pipe to its end: keeps the first ``cap`` bytes, drops the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.kept = bytearray()
+        self.truncated = False
+        self.reads = 0
+        self.done: asyncio.Future[tuple[bytes, bool]] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        room = self.cap - len(self.kept)
         if room > 0:
-            kept += chunk[:room]
-        truncated = truncated or len(chunk) > room
-    return bytes(kept), truncated
+            self.kept += data[:room]
+        self.truncated = self.truncated or len(data) > room
+        self.reads += 1
+        if self.reads > EAGER_READS and len(data) < SMALL_READ:
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(TRICKLE_PAUSE_S, self.transport.resume_reading)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result((bytes(self.kept), self.truncated))
+
+
+async def _read_capped(pipe: BinaryIO, cap: int) -> tuple[asyncio.ReadTransport, _CappedOutput]:
+    """Start reading ``pipe`` (closed at its end) into a ``_CappedOutput``."""
+    transport, output = await asyncio.get_running_loop().connect_read_pipe(lambda: _CappedOutput(cap), pipe)
+    return transport, output
 
 
 def _decode(data: bytes, truncated: bool) -> str:
@@ -236,9 +267,14 @@ class BwrapEngine:
         await asyncio.to_thread(fsutil.empty_dir, box.outputs)
         try:
             result = await self._run(box, command, files, timeout, self.limits.output_bytes, box.outputs)
-            result.files = await asyncio.to_thread(
-                fsutil.collect_outputs, box.outputs, self.staging_dir / uuid.uuid4().hex, self.limits.output_file_bytes
+            result.files, left_out = await asyncio.to_thread(
+                fsutil.collect_outputs, box.outputs, self.staging_dir, self.limits
             )
+            if left_out:
+                result.stderr = _add_line(
+                    result.stderr, f"[execbox: {left_out} more files in {OUTPUT_DIR} were not returned; "
+                    f"at most {self.limits.output_files} are returned per execution]",
+                )
         finally:
             await asyncio.to_thread(fsutil.empty_dir, box.outputs)
         return result
@@ -270,8 +306,18 @@ class BwrapEngine:
     ) -> ExecResult:
         """Run ``command`` in a fresh sandbox over ``box``; never leaves a process behind."""
         cg = self._cgroup(box)
-        fds: list[int] = []
+        read_ends, write_ends = zip(*(os.pipe2(os.O_CLOEXEC) for _ in ("stdout", "stderr")))
+        pipes = [os.fdopen(fd, "rb", buffering=0) for fd in read_ends]
+        readers: list[tuple[asyncio.ReadTransport, _CappedOutput]] = []
+
+        def stop_reading() -> None:
+            for transport, _ in readers:
+                transport.close()
+
+        fds: list[int] = []  # for bwrap
         try:
+            for pipe in pipes:  # first: once the sandbox runs, nothing may delay the kill below
+                readers.append(await _read_capped(pipe, output_bytes))
             fds.append(seccomp_fd := os.open(self.seccomp_path, os.O_RDONLY | os.O_CLOEXEC))
             run_files = {name: _memfd(name, data) for name, data in files.items()}
             fds += run_files.values()
@@ -284,14 +330,18 @@ class BwrapEngine:
             oom_before = cg.oom_kills() if cg else 0
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=LAUNCH_ENV, cwd="/", pass_fds=fds, start_new_session=True,
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=write_ends[0], stderr=write_ends[1],
+                env=LAUNCH_ENV, cwd="/", pass_fds=fds, start_new_session=True,
             )
+        except BaseException:
+            stop_reading()
+            for pipe in pipes:
+                pipe.close()
+            raise
         finally:
-            for fd in fds:
+            for fd in [*fds, *write_ends]:
                 os.close(fd)
-        assert proc.stdout is not None and proc.stderr is not None
-        readers = asyncio.gather(_read_capped(proc.stdout, output_bytes), _read_capped(proc.stderr, output_bytes))
+        outputs_read = asyncio.gather(*(output.done for _, output in readers))
         timed_out = False
         try:
             await asyncio.wait_for(proc.wait(), timeout_s)
@@ -299,7 +349,7 @@ class BwrapEngine:
             timed_out = True
         except BaseException:  # cancelled: still take everything down before leaving
             self._kill(proc, cg)
-            readers.cancel()
+            stop_reading()
             raise
         duration = time.monotonic() - started
         if timed_out:
@@ -307,10 +357,10 @@ class BwrapEngine:
         elif cg and cg.pids():  # sweep: nothing may outlive the execution
             await asyncio.to_thread(cg.kill)
         try:
-            (out, out_cut), (err, err_cut) = await asyncio.wait_for(readers, KILL_GRACE_S)
+            (out, out_cut), (err, err_cut) = await asyncio.wait_for(outputs_read, KILL_GRACE_S)
             await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
         except TimeoutError:  # a descriptor escaped the kill: never hang on it
-            readers.cancel()
+            stop_reading()
             raise SandboxUnavailable("A sandbox did not terminate after being killed.") from None
         return_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
         stderr = _decode(err, err_cut)
@@ -340,7 +390,7 @@ class BwrapEngine:
 
     # --- host-side file access ----------------------------------------------------------
 
-    def write_file(self, box: Box, relpath: str, data: bytes) -> str:
+    def write_file(self, box: Box, relpath: str, data: bytes | BinaryIO) -> str:
         return fsutil.write_file(box.workspace, relpath, data, box.uid)
 
     def read_file(self, box: Box, relpath: str, max_bytes: int) -> bytes:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 
 from execbox.errors import SandboxUnavailable
+from execbox.sandbox import fsutil
 from execbox.sandbox.types import Box
 
 MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard")
@@ -81,4 +81,6 @@ async def unmount(box: Box) -> None:
 async def destroy(box: Box) -> None:
     """Unmount and delete everything under ``box.root``."""
     await unmount(box)
-    await asyncio.to_thread(shutil.rmtree, box.root, ignore_errors=True)
+    if box.root.is_dir():  # without a loop device its tree is the sandbox's, of any depth
+        await asyncio.to_thread(fsutil.empty_dir, box.root)
+        box.root.rmdir()

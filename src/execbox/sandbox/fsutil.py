@@ -5,25 +5,44 @@ the ordinary way: a planted symlink (``data.csv -> /etc/shadow``) would be follo
 root's rights. Every function here walks from an already open directory one component
 at a time with ``openat(O_NOFOLLOW)``, so a symlink anywhere in the path fails instead of
 being followed, and ``..`` or absolute components are stripped before the walk.
+
+Sandboxed code also chooses how many entries there are and how deep they nest, so every
+walk here is iterative, holds a bounded number of descriptors, and caps what it returns.
 """
 
 from __future__ import annotations
 
 import errno
+import heapq
+import io
+import itertools
 import os
 import shutil
 import stat
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
-from execbox.errors import InvalidRequest, NotFound, RequestTooLarge
-from execbox.sandbox.types import WORKSPACE, OutputFile
+from execbox.errors import Conflict, InvalidRequest, NotFound, RequestTooLarge
+from execbox.sandbox.types import WORKSPACE, Limits, OutputFile
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO must not hang the server; non-regular files are refused after fstat.
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# A listing shows the first MAX_LISTED_FILES paths (in sorted order), walks at most
+# MAX_LIST_DEPTH directories down (one open descriptor per level) and leaves out paths
+# longer than PATH_MAX, which programs could not open anyway.
+MAX_LISTED_FILES = 10_000
+MAX_LIST_DEPTH = 64
+PATH_MAX = 4096
+
+
+def display_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 become U+FFFD (JSON cannot carry them)."""
+    return os.fsencode(name).decode("utf-8", errors="replace")
 
 
 def clean_relpath(path: str) -> str:
@@ -80,11 +99,14 @@ def _path_error(relpath: str, exc: OSError) -> Exception:
         return InvalidRequest(f"`{relpath}` exists and is not a regular file.")
     if exc.errno in (errno.ENAMETOOLONG, errno.EINVAL):
         return InvalidRequest(f"`{relpath}` is not a valid file path: {exc.strerror}.")
+    if exc.errno == errno.EAGAIN:  # a lease taken by a running execution
+        return Conflict(f"`{relpath}` is held by a running execution; try again when it ends.")
     return exc
 
 
-def write_file(root: Path, relpath: str, data: bytes, uid: int) -> str:
-    """Write ``data`` at ``relpath`` under ``root`` as ``uid``'s file; returns the cleaned path."""
+def write_file(root: Path, relpath: str, data: bytes | BinaryIO, uid: int) -> str:
+    """Write ``data`` (bytes or a stream) at ``relpath`` under ``root`` as ``uid``'s file;
+    returns the cleaned path."""
     clean = clean_relpath(relpath)
     parts = clean.split("/")
     try:
@@ -94,9 +116,8 @@ def write_file(root: Path, relpath: str, data: bytes, uid: int) -> str:
                     raise InvalidRequest(f"`{clean}` exists and is not a regular file.")
                 os.ftruncate(fd, 0)
                 os.fchown(fd, uid, uid)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                with os.fdopen(os.dup(fd), "wb") as out:
+                    shutil.copyfileobj(io.BytesIO(data) if isinstance(data, bytes) else data, out, 1024 * 1024)
     except OSError as exc:
         raise _path_error(clean, exc) from exc
     return clean
@@ -120,47 +141,124 @@ def read_file(root: Path, relpath: str, max_bytes: int) -> bytes:
         raise _path_error(clean, exc) from exc
 
 
-def list_files(root: Path) -> list[tuple[str, int]]:
-    """Every regular file under ``root`` as (relative path, size); symlinks are not followed."""
-    found: list[tuple[str, int]] = []
-    pending: list[list[str]] = [[]]
-    while pending:  # iterative: directory depth is up to sandboxed code
-        parts = pending.pop()
+def _files_under(root: Path) -> Iterator[tuple[str, int]]:
+    """(relative path, size) of the regular files under ``root``, depth first.
+
+    Holds one descriptor per level being walked (at most MAX_LIST_DEPTH + 1); entries
+    that vanish or change while it walks are skipped.
+    """
+    stack: list[tuple[int, str, list[str]]] = []  # open directories: fd, path prefix, subdirectories to walk
+    try:
+        fd, prefix = os.open(root, DIR_FLAGS), ""
+        while True:
+            subdirs: list[str] = []
+            stack.append((fd, prefix, subdirs))
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    path = prefix + display_name(entry.name)
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if len(path.encode()) >= PATH_MAX:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        yield path, st.st_size
+                    elif stat.S_ISDIR(st.st_mode) and len(stack) <= MAX_LIST_DEPTH:
+                        subdirs.append(entry.name)
+            fd = -1
+            while fd < 0:  # the next directory: a pending subdirectory of the deepest level
+                if not stack:
+                    return
+                parent, parent_prefix, pending = stack[-1]
+                if not pending:
+                    os.close(stack.pop()[0])
+                    continue
+                name = pending.pop()
+                with suppress(OSError):  # replaced since it was listed
+                    fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+                prefix = f"{parent_prefix}{display_name(name)}/"
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+
+
+def list_files(root: Path, limit: int = MAX_LISTED_FILES) -> list[tuple[str, int]]:
+    """Regular files under ``root`` as (relative path, size), sorted by path: the first
+    ``limit``, within the bounds above. Symlinks are not followed."""
+    return heapq.nsmallest(limit, _files_under(root))
+
+
+def _some_entries(fd: int, count: int = 1024) -> list[tuple[str, bool]]:
+    """Up to ``count`` entries of a directory, as (name, is a directory)."""
+    with os.scandir(fd) as entries:
+        return [(e.name, e.is_dir(follow_symlinks=False)) for e in itertools.islice(entries, count)]
+
+
+def _unused_name(dirfd: int, names: Iterator[int]) -> str:
+    while True:
+        name = f".execbox-{next(names)}"
         try:
-            fd = _open_parent(root, [*parts, ""], create_as=None)
-        except OSError:  # changed since it was listed
-            continue
-        with _opened(fd), os.scandir(fd) as entries:
-            for entry in entries:
-                st = entry.stat(follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    pending.append([*parts, entry.name])
-                elif stat.S_ISREG(st.st_mode):
-                    found.append(("/".join([*parts, entry.name]), st.st_size))
-    return sorted(found)
+            os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return name
 
 
 def empty_dir(path: Path) -> None:
-    """Delete everything inside ``path`` (symlinks themselves, never their targets)."""
-    with _opened(os.open(path, DIR_FLAGS)) as dirfd:
-        for name in os.listdir(dirfd):
-            if stat.S_ISDIR(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
-                shutil.rmtree(name, dir_fd=dirfd)
-            else:
-                os.unlink(name, dir_fd=dirfd)
+    """Delete everything inside ``path`` (symlinks themselves, never their targets).
+
+    No recursion and four descriptors at most, whatever the depth: a subdirectory is
+    emptied by deleting its files and moving its own subdirectories up into ``path``.
+    Nothing else may change the tree meanwhile (no sandbox runs on the box).
+    """
+    with _opened(os.open(path, DIR_FLAGS)) as top:
+        names = itertools.count()
+        while entries := _some_entries(top):
+            for name, is_dir in entries:
+                if not is_dir:
+                    os.unlink(name, dir_fd=top)
+                    continue
+                with _opened(os.open(name, DIR_FLAGS, dir_fd=top)) as sub:
+                    while children := _some_entries(sub):
+                        for child, child_is_dir in children:
+                            if child_is_dir:
+                                os.rename(child, _unused_name(top, names), src_dir_fd=sub, dst_dir_fd=top)
+                            else:
+                                os.unlink(child, dir_fd=sub)
+                os.rmdir(name, dir_fd=top)
 
 
-def collect_outputs(source: Path, staging: Path, max_file_bytes: int) -> list[OutputFile]:
-    """Copy the regular files at the top of ``source`` to ``staging`` (created, root's).
+def _first_files(dirfd: int, count: int) -> tuple[list[str], int]:
+    """The first ``count`` names (sorted) of the regular files in a directory, and how many it has."""
+    total = 0
 
-    Symlinks, directories, devices and FIFOs are ignored, never followed; files larger
-    than ``max_file_bytes`` are reported ``too_large`` and not copied.
+    def names() -> Iterator[str]:
+        nonlocal total
+        with os.scandir(dirfd) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    total += 1
+                    yield entry.name
+
+    first = heapq.nsmallest(count, names())
+    return first, total
+
+
+def collect_outputs(source: Path, staging: Path, limits: Limits) -> tuple[list[OutputFile], int]:
+    """Copy regular files at the top of ``source`` into ``staging`` (root's), each under a
+    new random name; returns them and how many more were left out.
+
+    Symlinks, directories, devices and FIFOs are ignored, never followed. The first
+    ``limits.output_files`` files by name are taken; one larger than
+    ``limits.output_file_bytes``, or past ``limits.disk_bytes`` copied in total (sparse
+    files cost the box nothing), is reported ``too_large`` and not copied.
     """
     found: list[OutputFile] = []
+    budget = limits.disk_bytes
+    staging.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _opened(os.open(source, DIR_FLAGS)) as dirfd:
-        for name in sorted(os.listdir(dirfd)):
-            if not stat.S_ISREG(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
-                continue
+        chosen, total = _first_files(dirfd, limits.output_files)
+        for name in chosen:
             try:
                 fd = os.open(name, READ_FLAGS, dir_fd=dirfd)
             except OSError:  # swapped for a symlink or removed since the listing
@@ -169,12 +267,13 @@ def collect_outputs(source: Path, staging: Path, max_file_bytes: int) -> list[Ou
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
                     continue
-                if st.st_size > max_file_bytes:
-                    found.append(OutputFile(name, st.st_size, None, too_large=True))
+                if st.st_size > min(limits.output_file_bytes, budget):
+                    found.append(OutputFile(display_name(name), st.st_size, None, too_large=True))
                     continue
-                staging.mkdir(mode=0o700, parents=True, exist_ok=True)
-                target = staging / name
-                with open(target, "wb") as dst:
+                target = staging / uuid.uuid4().hex
+                with open(target, "xb") as dst:
                     shutil.copyfileobj(src, dst, 1024 * 1024)
-                found.append(OutputFile(name, target.stat().st_size, target))
-    return found
+                size = target.stat().st_size
+                budget -= size
+                found.append(OutputFile(display_name(name), size, target))
+    return found, total - len(chosen)

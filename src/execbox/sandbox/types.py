@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 # Paths as seen from inside the sandbox.
 WORKSPACE = "/workspace"
@@ -29,6 +29,7 @@ class Limits:
     timeout_s: float = 90.0
     output_bytes: int = 1024**2
     output_file_bytes: int = 100 * 1024**2
+    output_files: int = 100
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,10 @@ class Engine(Protocol):
         """Kill its processes and free cgroups, disk and files."""
     async def execute(self, box: Box, request: ExecRequest) -> ExecResult: ...
     async def edit(self, box: Box, request: EditRequest) -> EditResult: ...
-    def write_file(self, box: Box, relpath: str, data: bytes) -> str:
-        """Write into the workspace without following symlinks; returns the sanitized relative path."""
+    def write_file(self, box: Box, relpath: str, data: bytes | BinaryIO) -> str:
+        """Write ``data`` (bytes or a stream, copied to its end) into the workspace without
+        following symlinks; returns the sanitized relative path."""
     def read_file(self, box: Box, relpath: str, max_bytes: int) -> bytes: ...
     def list_files(self, box: Box) -> list[tuple[str, int]]:
-        """Every regular file under the workspace as (relative path, size)."""
+        """Regular files under the workspace as (relative path, size), sorted by path; a
+        workspace of any size or depth gives a bounded list (the first 10,000, 64 deep)."""

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from execbox.api.deps import services, workspace
-from execbox.api.uploads import read_body
+from execbox.api.routes.messages import read_params
+from execbox.api.uploads import receive_body
 from execbox.containers.manager import Container, ContainerManager
 from execbox.files.mime import guess
 from execbox.protocol.containers import (
@@ -61,8 +62,10 @@ async def delete_container(container_id: str, ws: Workspace, containers: Contain
 
 
 @router.post("/{container_id}/exec")
-async def execute(container_id: str, params: ExecParams, ws: Workspace, containers: Containers) -> ExecOutput:
-    """Run Python (``code``) or bash (``command``); output files land in the Files API."""
+async def execute(container_id: str, http: Request, ws: Workspace, containers: Containers) -> ExecOutput:
+    """Run Python (``code``) or bash (``command``); output files land in the Files API.
+    The body is capped like a Messages request's (413 past 32 MB)."""
+    params = await read_params(http, ExecParams)
     request = (
         ExecRequest("python", params.code, params.timeout)
         if params.code is not None
@@ -93,6 +96,7 @@ async def execute(container_id: str, params: ExecParams, ws: Workspace, containe
 
 @router.get("/{container_id}/files")
 async def list_files(container_id: str, ws: Workspace, containers: Containers) -> ContainerFileList:
+    """The workspace's regular files by path: the first 10,000, down to 64 directories deep."""
     files = await containers.list_files(ws, container_id)
     return ContainerFileList(data=[ContainerFile(path=path, size_bytes=size) for path, size in files])
 
@@ -109,6 +113,12 @@ async def write_file(
 ) -> ContainerFile:
     """Raw body -> file in the workspace; ``..`` and absolute components are stripped."""
     await containers.get(ws, container_id)  # refuse before receiving the body
-    data = await read_body(request, services(request).settings.max_upload_size)
-    written = await containers.put_file(ws, container_id, path, data)
-    return ContainerFile(path=written, size_bytes=len(data))
+    svc = services(request)
+    spool = svc.files.staging_file()
+    try:
+        size = await receive_body(request, spool, svc.settings.max_upload_size)
+        with spool.open("rb") as body:
+            written = await containers.put_file(ws, container_id, path, body)
+    finally:
+        spool.unlink(missing_ok=True)
+    return ContainerFile(path=written, size_bytes=size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -46,7 +47,8 @@ async def upload_file(request: Request, ws: Workspace, files: Files) -> FileMeta
         expires = upload.fields.get("expires_in_seconds", "").strip()
         if expires and not expires.lstrip("-").isdigit():
             raise InvalidRequest("expires_in_seconds must be an integer.")
-        record = files.create(
+        record = await asyncio.to_thread(  # off the event loop, like the sync routes below
+            files.create,
             ws,
             upload.filename or "",
             staged,

@@ -1,0 +1,1 @@
+from tests.database import database_url  # noqa: F401  (fixture)
