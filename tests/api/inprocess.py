@@ -12,6 +12,7 @@ import httpx
 
 from execbox import db
 from execbox.api.app import create_app
+from execbox.backends.base import ModelBackend
 from execbox.backends.direct import DirectBackend
 from execbox.backends.registry import Backends
 from execbox.conversation.loop import Conversation
@@ -22,14 +23,17 @@ from tests.conversation.fakes import FakeContainers
 
 
 @asynccontextmanager
-async def app_client(tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
-    """An HTTP client of an in-process app with ``settings``, and the app's services."""
+async def app_client(
+    tmp_path: Path, backend: ModelBackend | None = None, **settings: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Services]]:
+    """An HTTP client of an in-process app with ``settings`` (and ``backend`` as the only
+    model, if given), and the app's services."""
     config = Settings(data_dir=tmp_path, **settings)
     database = db.connect(f"sqlite:///{tmp_path / 'meta.db'}")
     db.create_tables(database)
     files = FileStore(database, tmp_path / "files", max_size=1_000_000)
     containers = FakeContainers(tmp_path / "containers", files, timeout_s=5)
-    backends = Backends([DirectBackend()])
+    backends = Backends([backend or DirectBackend()])
     conversation = Conversation(backends=backends, containers=containers, files=files, settings=config)  # type: ignore[arg-type]
     services = Services(config, database, files, containers, backends, conversation)  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=create_app(config, services))

@@ -10,6 +10,8 @@ import pytest
 
 BASH = [{"type": "code_execution_20250825", "name": "code_execution"}]
 HEADERS = {"x-api-key": "test", "anthropic-version": "2023-06-01"}
+# A server tool call still waiting for its result, as a paused response leaves it.
+PENDING = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "bash_code_execution", "input": {"command": "ls"}}
 
 
 def body(content: Any = "hello", **fields: Any) -> dict[str, Any]:
@@ -71,8 +73,11 @@ def test_a_plain_request_without_tools(http: httpx.Client) -> None:
         (body([{"type": "no_such_block"}]), "no_such_block"),
         (body(tools=[{"type": "web_search_20250305", "name": "web_search"}]), "Unsupported tool type"),
         (body(tools=[*BASH, *BASH]), "at most one code execution tool"),
+        (body(tools=[{"name": "f", "input_schema": {"type": "string"}}]), "tools.0.custom.input_schema"),
         (body(tool_choice={"type": "tool", "name": "missing"}), "missing"),
         (body(temperature=1.5), "temperature"),
+        (body(messages=[{"role": "user", "content": "hi"}] * 100_001), "at most 100000"),
+        (body(messages=[{"role": "user", "content": "go"}, {"role": "assistant", "content": [PENDING]}]), "srvtoolu_1"),
     ],
 )
 def test_invalid_bodies_are_400s(http: httpx.Client, payload: dict[str, Any], text: str) -> None:
@@ -133,6 +138,31 @@ def test_every_response_block_is_accepted_back_as_input(http: httpx.Client) -> N
     )
     assert response.status_code == 200, response.text
     assert response.json()["content"][-1]["text"] == "two\n"
+
+
+def test_every_input_form_is_accepted(http: httpx.Client) -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    attachments = [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}},
+        {"type": "text", "text": "Look these up.", "citations": None},
+    ]
+    call = {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {}, "caller": {"type": "direct"}}
+    error = [{"type": "text", "text": "The service is down."}]
+    failed = {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": True, "content": error}
+    messages = [
+        {"role": "user", "content": "First question."},
+        {"role": "user", "content": attachments},  # consecutive turns of one role
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "sig"}, call]},
+        {"role": "user", "content": [failed]},
+        {"role": "assistant", "content": [{"type": "text", "text": "The lookup failed."}]},
+        {"role": "user", "content": [{"type": "text", "text": "```bash\necho fine\n```"}]},
+    ]
+    tools = [*BASH, {"name": "lookup", "input_schema": {"type": "object"}}]
+    payload = body(messages=messages, tools=tools, system=[{"type": "text", "text": "Be brief."}])
+    response = http.post("/v1/messages", json=payload)
+    assert response.status_code == 200, response.text
+    assert response.json()["content"][-1]["text"] == "fine\n"
 
 
 def test_unknown_containers_and_files(http: httpx.Client) -> None:

@@ -22,6 +22,13 @@ def test_calls_without_results_in_the_current_turn_are_open() -> None:
     assert open_calls(with_response(answered, [RESULT])) == []
 
 
+def test_results_of_server_tools_execbox_does_not_run_answer_their_calls() -> None:
+    search = {"type": "server_tool_use", "id": "srvtoolu_2", "name": "web_search", "input": {"query": "q"}}
+    found = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_2", "content": []}
+    messages = [{"role": "user", "content": "go"}, {"role": "assistant", "content": [search, found, CALL]}]
+    assert open_calls(messages) == [CALL]
+
+
 def test_a_new_prompt_abandons_open_calls() -> None:
     messages = [
         {"role": "user", "content": "go"},

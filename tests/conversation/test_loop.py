@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from execbox.backends.base import BlockStart, BlockStop, InputDelta, ModelEvent, ModelRequest, TurnStop
 from execbox.conversation.loop import Conversation
 from execbox.errors import ContainerExpired, ContainerNotFound, FileNotFound, InvalidRequest, Overloaded
 from execbox.files.store import FileStore
@@ -16,6 +18,7 @@ from tests.conversation.build import request
 from tests.conversation.conftest import MakeConversation
 from tests.conversation.fakes import FakeContainers, ScriptedBackend
 
+BASH = "code_execution_20250825"
 PY = "```python\n{}\n```\n"
 SH = "```bash\n{}\n```\n"
 
@@ -368,6 +371,32 @@ async def test_a_server_call_after_a_client_call_stays_pending(make_conversation
     assert seen[2]["content"][0]["type"] == "tool_result"
 
 
+@pytest.mark.parametrize(
+    ("tool", "call", "text"),
+    [
+        # No code execution tool, another version's tool, a server tool execbox does not run.
+        (None, {"type": "server_tool_use", "name": "bash_code_execution", "input": {}}, "bash_code_execution"),
+        (BASH, {"type": "server_tool_use", "name": "code_execution", "input": {}}, "code_execution"),
+        (BASH, {"type": "server_tool_use", "name": "web_search", "input": {}}, "web_search"),
+        # A client call must be answered before the turn can go on.
+        (BASH, {"type": "tool_use", "name": "lookup", "input": {}}, "tool_result"),
+    ],
+)
+async def test_unanswered_calls_that_cannot_be_resumed_are_refused(
+    conversation: Conversation, containers: FakeContainers, tool: str | None, call: dict[str, Any], text: str
+) -> None:
+    messages = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": [{**call, "id": "call_1"}]},
+        # A reply that answers some other call: the turn goes on with call_1 still open.
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_2", "content": "ok"}]},
+    ]
+    tools = [{"name": "lookup", "input_schema": {"type": "object"}}]
+    with pytest.raises(InvalidRequest, match=f"call_1.*{text}"):
+        await conversation.start(request(None, tool, messages=messages, tools=tools), "default")
+    assert containers.containers == {}
+
+
 async def test_max_tokens(conversation: Conversation, containers: FakeContainers) -> None:
     prewarm = await run(conversation, request(PY.format("print(1)"), max_tokens=0))
     assert prewarm["content"] == [] and prewarm["stop_reason"] == "max_tokens"
@@ -376,6 +405,29 @@ async def test_max_tokens(conversation: Conversation, containers: FakeContainers
 
     cut = await run(conversation, request(SH.format("echo " + "x" * 100), max_tokens=3 + 40))
     assert cut["stop_reason"] == "max_tokens"
+
+
+class CutShort(ScriptedBackend):
+    """A model that runs out of tokens in the middle of a tool call's input."""
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        yield BlockStart(kind="tool_use", name="bash_code_execution")
+        yield InputDelta('{"command": "echo hi", "args": [1, 2')
+        yield BlockStop()
+        yield TurnStop("max_tokens", 10, 20)
+
+
+async def test_max_tokens_in_the_middle_of_a_call(
+    make_conversation: MakeConversation, containers: FakeContainers
+) -> None:
+    turn = await make_conversation(CutShort()).start(request("go"), "default")
+    deltas = [event.delta.partial_json async for event in turn.events() if event.type == "content_block_delta"]
+    assert turn.message.stop_reason == "max_tokens"
+    (call,) = turn.message.content
+    # What the SDKs make of the streamed pieces: the input so far, without the cut-off item.
+    assert "".join(deltas) == '{"command": "echo hi", "args": [1, 2'
+    assert call.input == {"command": "echo hi", "args": [1, 2]}  # type: ignore[union-attr]
+    assert containers.executed == []
 
 
 async def test_stop_sequences(conversation: Conversation) -> None:

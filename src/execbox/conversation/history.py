@@ -46,11 +46,13 @@ def turn_start(messages: list[MessageDict]) -> int:
 
 
 def _answered_ids(messages: list[MessageDict]) -> set[str]:
+    # Any result block answers its call, including those of server tools execbox does not run
+    # (``web_search_tool_result``...), which a client may echo from another service's responses.
     return {
         block["tool_use_id"]
         for message in messages
         for block in blocks(message)
-        if block.get("type") == "tool_result" or block.get("type") in SERVER_RESULT_TYPES
+        if block["type"].endswith("tool_result")
     }
 
 

@@ -8,10 +8,11 @@ stream events (spec section 6); a non-streaming response is the same run, draine
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+
+from pydantic_core import from_json
 
 from execbox.backends.base import (
     BlockStart,
@@ -127,8 +128,8 @@ class Conversation:
         copied into it.
         """
         backend = self.backends.for_model(params.model)
-        tool_specs(params)  # rejects client tools named like a server tool
         history = history_of(params)
+        _check_open_calls(history, tool_specs(params))
         uploads = current_uploads(history)
         if params.code_tool is None:
             if uploads:
@@ -361,10 +362,32 @@ class Turn:
         self.message.container = ContainerInfo(id=container.id, expires_at=container.expires_at)
 
 
+def _check_open_calls(history: list[dict[str, Any]], tools: list[ToolSpec]) -> None:
+    """Refuse a conversation whose unanswered calls cannot be resumed: a server call of a tool
+    this request does not offer, or a client call the client did not answer first."""
+    runnable = {spec.name for spec in tools if spec.server}
+    calls = open_calls(history)
+    for call in calls:
+        if call["type"] == "server_tool_use" and call["name"] not in runnable:
+            raise InvalidRequest(
+                f"messages: `server_tool_use` `{call['id']}` has no result, and the `tools` of this request "
+                f"do not offer `{call['name']}`, so it cannot be run."
+            )
+    if calls and calls[0]["type"] == "tool_use":
+        raise InvalidRequest(
+            f"messages: `tool_use` `{calls[0]['id']}` has no `tool_result`. Answer it with a user message "
+            f"of `tool_result` blocks."
+        )
+
+
 def _parse_input(arguments: str) -> dict[str, Any]:
-    """A tool call's JSON input; malformed input becomes ``{}`` (and fails schema checks later)."""
+    """A tool call's JSON input; malformed input becomes ``{}`` (and fails schema checks later).
+
+    Input cut short (the model hit ``max_tokens``) is read the way the SDKs read it from the
+    stream, so a plain response and a streamed one end with the same input.
+    """
     try:
-        value = json.loads(arguments) if arguments.strip() else {}
+        value = from_json(arguments, allow_partial=True) if arguments.strip() else {}
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}

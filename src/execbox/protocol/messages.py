@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from execbox.errors import InvalidRequest
 
@@ -286,6 +286,14 @@ class CustomTool(Wire):
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,128}$")
     input_schema: dict[str, Any]
     description: str | None = None
+
+    @field_validator("input_schema")
+    @classmethod
+    def _object_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        # Tool input is always a JSON object, so its schema must say so (as the Messages API requires).
+        if schema.get("type") != "object":
+            raise ValueError('a tool\'s input schema must be a JSON schema with `"type": "object"`')
+        return schema
 
 
 def _tool_kind(value: Any) -> str | None:

@@ -54,6 +54,16 @@ def test_a_bad_body_is_a_bad_request(client: anthropic.Anthropic) -> None:
         assert error.api_message == error.body["error"]["message"]  # type: ignore[index]
 
 
+def test_an_overloaded_model_is_an_overloaded_error(client: anthropic.Anthropic) -> None:
+    # The direct model fails with the status its ```error block names, as an upstream model would.
+    with pytest.raises(anthropic.OverloadedError, match="Busy") as failure:
+        client.messages.create(
+            model="execbox-direct", max_tokens=10, messages=[{"role": "user", "content": "```error 529\nBusy.\n```"}]
+        )
+    assert failure.value.status_code == 529
+    assert failure.value.request_id == failure.value.response.headers["request-id"]
+
+
 def test_an_unknown_tool_type_is_a_bad_request(client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.BadRequestError, match="Unsupported tool type"):
         client.messages.create(

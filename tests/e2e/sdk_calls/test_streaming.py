@@ -15,6 +15,8 @@ from anthropic.types import (
     RawMessageStopEvent,
 )
 
+from tests.e2e.servers import MAX_TOOL_ITERATIONS
+
 BASH_TOOL: Any = {"type": "code_execution_20250825", "name": "code_execution"}
 PROMPT = "```python\nprint('streamed', 6 * 7)\n```\n```bash\necho second\n```"
 
@@ -54,6 +56,35 @@ def test_the_final_streamed_message_matches_the_plain_one(client: anthropic.Anth
     assert streamed.usage.input_tokens == plain.usage.input_tokens
     assert streamed.usage.output_tokens == plain.usage.output_tokens
     assert streamed.content[-1].text == "second\n"  # type: ignore[union-attr]
+
+
+def test_streamed_pause_and_client_tool_turns(client: anthropic.Anthropic) -> None:
+    lookup: Any = {"name": "lookup", "input_schema": {"type": "object"}}
+    runs = "".join(f"```bash\necho {n}\n```\n" for n in range(MAX_TOOL_ITERATIONS + 1))
+    prompt = runs + '```tool lookup\n{"word": "box"}\n```\n```bash\necho last\n```'
+    messages: Any = [{"role": "user", "content": prompt}]
+
+    def turn(**fields: Any) -> Any:
+        params = {**request(), "messages": messages, "tools": [BASH_TOOL, lookup], **fields}
+        with client.messages.stream(**params) as stream:
+            starts = [event.index for event in stream if event.type == "content_block_start"]
+            response = stream.get_final_message()
+        assert starts == list(range(len(response.content)))  # each response counts its blocks from 0
+        messages.append({"role": "assistant", "content": response.content})
+        return response
+
+    paused = turn()
+    assert paused.stop_reason == "pause_turn"
+    resumed = turn(container=paused.container.id)
+    # The paused call's result comes first, then the model goes on to the client tool.
+    assert [b.type for b in resumed.content] == ["bash_code_execution_tool_result", "tool_use"]
+    assert resumed.content[0].tool_use_id == paused.content[-1].id
+    assert (resumed.stop_reason, resumed.content[1].input) == ("tool_use", {"word": "box"})
+    reply = {"type": "tool_result", "tool_use_id": resumed.content[1].id, "content": "a box"}
+    messages.append({"role": "user", "content": [reply]})
+    answered = turn(container=paused.container.id)
+    assert answered.stop_reason == "end_turn" and answered.content[-1].text == "last\n"
+    assert answered.container is not None and answered.container.id == paused.container.id
 
 
 def test_raw_events(client: anthropic.Anthropic) -> None:
