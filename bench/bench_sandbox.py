@@ -128,7 +128,7 @@ async def run(url: str, runs: int, seconds: float) -> None:
         floors = {PRINT_1: statistics.median(bare_python(runs, PRINT_1)),
                   PANDAS: statistics.median(bare_python(max(5, runs // 3), PANDAS))}
         print("| operation | runs | median ms | p90 ms | vs bare python |\n|---|---|---|---|---|")
-        for (label, samples), code in zip(rows, (PRINT_1, PRINT_1, PANDAS)):
+        for (label, samples), code in zip(rows, (PRINT_1, PRINT_1, PANDAS), strict=True):
             median = statistics.median(samples)
             print(f"| {label} | {len(samples)} | {median:.1f} | {pct(samples, 0.9):.1f} | {median / floors[code]:.2f}x |")
         for code, floor in floors.items():

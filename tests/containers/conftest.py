@@ -106,7 +106,7 @@ class DirEngine:
 
 
 @pytest.fixture
-async def make_manager(database_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ContainerManager]]]:
+async def make_manager(database_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ContainerManager]]]:  # noqa: F811 (fixture)
     """Builds started managers over one database and data directory (a 'server restart'
     is a second manager over the same state); stops them all at the end."""
     database = db.connect(database_url)

@@ -26,7 +26,6 @@ from execbox.sandbox import cgroups
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.runtime import is_complete, resolve_runtime_dir
 from execbox.sandbox.types import Box, ExecRequest, ExecResult
-
 from tests.sandbox.sandbox_support import TEST_LIMITS, MakeBox, Run
 
 # Unique host uids per box; a random base keeps parallel test runs apart.

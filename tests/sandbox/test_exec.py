@@ -9,7 +9,6 @@ import pytest
 
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.types import Box, ExecRequest
-
 from tests.sandbox.sandbox_support import TEST_LIMITS, MakeBox, Run
 
 pytestmark = pytest.mark.sandbox

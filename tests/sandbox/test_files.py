@@ -14,7 +14,6 @@ from execbox.errors import Conflict, InvalidRequest, NotFound, RequestTooLarge
 from execbox.sandbox import fsutil
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.types import Box, Limits
-
 from tests.sandbox.sandbox_support import MakeBox, Run
 
 

@@ -10,13 +10,12 @@ import socket
 import subprocess
 import uuid
 
-import pytest
 import pyseccomp
+import pytest
 
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box
-
 from tests.sandbox.sandbox_support import MakeBox, Run
 
 pytestmark = pytest.mark.sandbox

@@ -15,7 +15,6 @@ from execbox.errors import SandboxUnavailable
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box, ExecRequest
-
 from tests.sandbox.sandbox_support import TEST_LIMITS, MakeBox, Run, host_pids_of
 
 

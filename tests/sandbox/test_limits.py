@@ -12,7 +12,6 @@ from execbox.errors import InvalidRequest
 from execbox.sandbox.bwrap import BwrapEngine, _read_capped
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box
-
 from tests.sandbox.sandbox_support import TEST_LIMITS, Run, host_pids_of
 
 pytestmark = pytest.mark.sandbox

@@ -16,9 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-SERVER_RESULT_TYPES = frozenset(
-    {"code_execution_tool_result", "bash_code_execution_tool_result", "text_editor_code_execution_tool_result"}
-)
+from execbox.protocol.messages import SERVER_RESULT_TYPES
+
 _DROPPED_TYPES = frozenset({"thinking", "redacted_thinking", "container_upload"})
 
 

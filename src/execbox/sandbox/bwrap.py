@@ -306,7 +306,7 @@ class BwrapEngine:
     ) -> ExecResult:
         """Run ``command`` in a fresh sandbox over ``box``; never leaves a process behind."""
         cg = self._cgroup(box)
-        read_ends, write_ends = zip(*(os.pipe2(os.O_CLOEXEC) for _ in ("stdout", "stderr")))
+        read_ends, write_ends = zip(*(os.pipe2(os.O_CLOEXEC) for _ in ("stdout", "stderr")), strict=True)
         pipes = [os.fdopen(fd, "rb", buffering=0) for fd in read_ends]
         readers: list[tuple[asyncio.ReadTransport, _CappedOutput]] = []
 

@@ -13,9 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from execbox.api.bodies import read_params, receive_body
 from execbox.api.deps import services, workspace
-from execbox.api.routes.messages import read_params
-from execbox.api.uploads import receive_body
 from execbox.containers.manager import Container, ContainerManager
 from execbox.files.mime import guess
 from execbox.protocol.containers import (

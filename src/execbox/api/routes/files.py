@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
+from execbox.api.bodies import receive_file
 from execbox.api.deps import services, workspace
-from execbox.api.uploads import receive_file
 from execbox.errors import InvalidRequest
 from execbox.files.store import FileRecord, FileStore
 from execbox.protocol.files import LEGACY_FILES_BETA, FileDeleted, FileList, FileMetadata

@@ -1,5 +1,6 @@
 """Reading request bodies with a size cap enforced as they stream in.
 
+``read_params`` parses a JSON body (at most 32 MB) into a pydantic model.
 ``receive_file`` parses ``multipart/form-data`` and writes the file part straight to disk
 as it arrives, and ``receive_body`` does the same with a raw body, so an upload is never
 held in memory. Both refuse an oversized body early: on its declared Content-Length, or
@@ -10,13 +11,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from execbox.errors import InvalidRequest, RequestTooLarge
+
+MAX_BODY_BYTES = 32 * 1000**2
+Params = TypeVar("Params", bound=BaseModel)
+
+
+async def read_params(request: Request, model: type[Params]) -> Params:
+    """The JSON body as ``model``: 413 past 32 MB, 400 (with the failing fields) if invalid."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise RequestTooLarge(f"Request body exceeds {MAX_BODY_BYTES} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise RequestTooLarge(f"Request body exceeds {MAX_BODY_BYTES} bytes.")
+    try:
+        return model.model_validate_json(bytes(body))
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
 
 # Bytes a form may carry besides the file's own: boundaries, part headers, small fields.
 # Enforced as they arrive too, since a chunked body declares no length.
