@@ -4,12 +4,14 @@ a client that leaves while its code runs."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -86,3 +88,22 @@ def test_a_client_leaving_mid_stream_stops_its_code(server: Server) -> None:
         again = client.post("/v1/messages", json=body("```bash\necho again\n```", stream=False, container=container))
         assert again.json()["content"][-1]["text"] == "again\n"
     assert server.log_path.read_text().count("Traceback") == tracebacks, "the server logged an error"
+
+
+def test_a_client_leaving_a_plain_request_stops_its_code(server: Server) -> None:
+    marker = f"sleep {uuid.uuid4().int % 10_000 + 1000}.25"
+
+    def running() -> bool:
+        return subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
+
+    payload = json.dumps(body(f"```bash\n{marker}\n```", stream=False)).encode()
+    address = urlsplit(server.url)
+    head = (
+        f"POST /v1/messages HTTP/1.1\r\nhost: {address.netloc}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(payload)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((address.hostname, address.port)) as connection:
+        connection.sendall(head + payload)
+        wait_until(running, "the code to start")
+    # The connection is closed without waiting for the answer.
+    wait_until(lambda: not running(), "the code to stop")

@@ -13,6 +13,7 @@ from execbox.backends.base import (
     BlockStart,
     BlockStop,
     InputDelta,
+    InputTokens,
     ModelEvent,
     ModelRequest,
     TextDelta,
@@ -73,7 +74,7 @@ async def test_text_answer_streams_as_one_text_block(backend: AnthropicBackend, 
     upstream.add(anthropic_reply({"type": "text", "text": "Hello there"}, input_tokens=12, output_tokens=3))
 
     assert await events(backend, ask()) == [
-        BlockStart("text"), TextDelta("Hell"), TextDelta("o th"), TextDelta("ere"), BlockStop(),
+        InputTokens(12), BlockStart("text"), TextDelta("Hell"), TextDelta("o th"), TextDelta("ere"), BlockStop(),
         TurnStop("end_turn", input_tokens=12, output_tokens=3),
     ]
 
@@ -111,6 +112,7 @@ async def test_request_carries_operator_key_version_and_parameters(
         "temperature": 0.2,
         "top_k": 5,
         "metadata": {"user_id": "u1"},
+        "thinking": {"type": "enabled"},
     }
 
 
@@ -122,7 +124,7 @@ async def test_tool_call_streams_name_id_and_input_pieces(backend: AnthropicBack
     ))
 
     assert await events(backend, ask(tools=[BASH])) == [
-        BlockStart("text"), TextDelta("Running "), TextDelta("it."), BlockStop(),
+        InputTokens(10), BlockStart("text"), TextDelta("Running "), TextDelta("it."), BlockStop(),
         BlockStart("tool_use", name="bash_code_execution", id="toolu_01"),
         InputDelta('{"comman'), InputDelta('d": "ls '), InputDelta('-la"}'), BlockStop(),
         TurnStop("tool_use", input_tokens=10, output_tokens=30),
@@ -146,11 +148,29 @@ async def test_parallel_tool_calls_are_sequential_blocks(backend: AnthropicBacke
     assert got[-1].stop_reason == "tool_use"
 
 
+async def test_thinking_goes_upstream_except_to_answer_tool_calls(
+    backend: AnthropicBackend, upstream: FakeUpstream
+) -> None:
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    call = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "bash_code_execution", "input": {"command": "ls"}}
+    result = {"type": "bash_code_execution_tool_result", "tool_use_id": "srvtoolu_1", "content": {
+        "type": "bash_code_execution_result", "stdout": "a\n", "stderr": "", "return_code": 0, "content": []}}
+    upstream.add(anthropic_reply({"type": "text", "text": "ok"}), anthropic_reply({"type": "text", "text": "ok"}))
+
+    await events(backend, ask(tools=[BASH], extra={"thinking": thinking}))
+    # Claude refuses thinking when the tool calls it answers were made without it (their thinking is not kept).
+    looped = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": [call, result]}]
+    await events(backend, ask(looped, tools=[BASH], extra={"thinking": thinking}))
+
+    assert upstream.requests[0].body["thinking"] == thinking
+    assert "thinking" not in upstream.requests[1].body
+
+
 async def test_thinking_blocks_are_not_relayed(backend: AnthropicBackend, upstream: FakeUpstream) -> None:
     upstream.add(anthropic_reply({"type": "thinking", "thinking": "Hmm."}, {"type": "text", "text": "Yes"}))
 
     assert await events(backend, ask()) == [
-        BlockStart("text"), TextDelta("Yes"), BlockStop(), TurnStop("end_turn", 10, 5),
+        InputTokens(10), BlockStart("text"), TextDelta("Yes"), BlockStop(), TurnStop("end_turn", 10, 5),
     ]
 
 
@@ -161,6 +181,7 @@ async def test_stop_sequence_and_cached_input_tokens(backend: AnthropicBackend, 
 
     got = await events(backend, ask(stop_sequences=["4"]))
 
+    assert got[0] == InputTokens(110)
     assert got[-1] == TurnStop("stop_sequence", input_tokens=110, output_tokens=5, stop_sequence="4")
 
 
@@ -173,7 +194,7 @@ async def test_tool_call_without_input_gets_an_empty_object(backend: AnthropicBa
 
     got = await events(backend, ask(tools=[WEATHER]))
 
-    assert got[:3] == [BlockStart("tool_use", "get_weather", "toolu_1"), InputDelta("{}"), BlockStop()]
+    assert got[1:4] == [BlockStart("tool_use", "get_weather", "toolu_1"), InputDelta("{}"), BlockStop()]
 
 
 async def test_server_tool_calls_become_client_tool_turns(backend: AnthropicBackend, upstream: FakeUpstream) -> None:
@@ -319,7 +340,7 @@ async def test_mid_stream_error_event(backend: AnthropicBackend, upstream: FakeU
         async for event in backend.stream(ask()):
             got.append(event)
 
-    assert got == [BlockStart("text"), TextDelta("Hi")]
+    assert got == [InputTokens(10), BlockStart("text"), TextDelta("Hi")]
 
 
 async def test_stream_cut_short_is_an_error(backend: AnthropicBackend, upstream: FakeUpstream) -> None:

@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from execbox.backends.base import BlockStart, InputDelta, ModelEvent, ModelRequest, TextDelta, ToolSpec, TurnStop
+from execbox.backends.base import (
+    BlockStart,
+    InputDelta,
+    InputTokens,
+    ModelEvent,
+    ModelRequest,
+    TextDelta,
+    ToolSpec,
+    TurnStop,
+)
 from execbox.backends.direct import NO_CODE, DirectBackend, approximate_tokens
 from execbox.conversation.tools import server_tools
 from execbox.errors import InvalidRequest, Overloaded
@@ -30,7 +39,10 @@ def ask(prompt: str, tools: list[ToolSpec], *later: dict[str, Any], **fields: An
 
 
 async def events(request: ModelRequest) -> list[ModelEvent]:
-    return [event async for event in DirectBackend().stream(request)]
+    """The turn's events after the input token count, which comes first and matches the final one."""
+    seen = [event async for event in DirectBackend().stream(request)]
+    assert seen[0] == InputTokens(seen[-1].input_tokens)  # type: ignore[union-attr]
+    return seen[1:]
 
 
 async def call(request: ModelRequest) -> tuple[str | None, dict[str, Any]]:

@@ -118,7 +118,8 @@ class FakeContainers:
 
     async def upload(self, workspace: str, container_id: str, file: FileRecord) -> str:
         await self.get(workspace, container_id)
-        shutil.copyfile(self.files.path(workspace, file.id), self.workspace_dir(container_id) / file.filename)
+        source = await asyncio.to_thread(self.files.path, workspace, file.id)
+        shutil.copyfile(source, self.workspace_dir(container_id) / file.filename)
         return file.filename
 
 

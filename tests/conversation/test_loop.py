@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -176,6 +177,13 @@ async def test_invalid_tool_input_is_reported_to_the_model(make_conversation: Ma
         {"type": "bash_code_execution_tool_result_error", "error_code": "invalid_tool_input"},
     ]
     assert message["content"][-1]["text"] == "sorry"
+    # The model, unlike the client, is told why.
+    seen = [block["content"] for block in model.requests[-1].messages[-1]["content"] if "tool_use_id" in block]
+    assert [content.get("error_message") for content in seen] == [
+        "`command` must be a string",
+        "`command` must be view, create or str_replace, not 'delete'",
+        "`command` must be a string",
+    ]
 
 
 @pytest.mark.parametrize(("naming", "code"), [("sdk", "unavailable"), ("legacy", "container_expired")])
@@ -253,6 +261,29 @@ async def test_the_model_is_told_where_uploads_are(make_conversation: MakeConver
         "type": "text",
         "text": f"(The file {upload.id} is in the container at /workspace/data.csv.)",
     }
+
+
+async def test_upload_records_are_read_off_the_event_loop(
+    make_conversation: MakeConversation, files: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    earlier = files.create("default", "old.txt", io.BytesIO(b"old"))
+    upload = files.create("default", "data.csv", io.BytesIO(b"a,b\n"))
+    readers: list[threading.Thread] = []
+    get = files.get
+
+    def reading_get(workspace: str, file_id: str) -> Any:
+        readers.append(threading.current_thread())
+        return get(workspace, file_id)
+
+    monkeypatch.setattr(files, "get", reading_get)
+    messages = [
+        {"role": "user", "content": [{"type": "container_upload", "file_id": earlier.id}]},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "container_upload", "file_id": upload.id}]},
+    ]
+    await make_conversation(ScriptedBackend([("text", "seen")])).start(request(None, messages=messages), "default")
+    assert len(readers) == 3  # the loop reads both uploads, the containers the one it copies in
+    assert threading.main_thread() not in readers
 
 
 async def test_an_unknown_upload_fails_before_any_work(conversation: Conversation, containers: FakeContainers) -> None:
@@ -359,13 +390,13 @@ async def test_a_server_call_after_a_client_call_stays_pending(make_conversation
     assert types(second) == ["bash_code_execution_tool_result", "text"]
     assert second["content"][0]["tool_use_id"] == first["content"][2]["id"]
     assert second["content"][0]["content"]["stdout"] == "second\n"
-    # The model saw every server result right after its call.
+    # The model saw its three calls together, as it made them, then the server results.
     seen = model.requests[-1].messages
     assert [b["type"] for b in seen[1]["content"]] == [
         "server_tool_use",
-        "bash_code_execution_tool_result",
         "tool_use",
         "server_tool_use",
+        "bash_code_execution_tool_result",
         "bash_code_execution_tool_result",
     ]
     assert seen[2]["content"][0]["type"] == "tool_result"
@@ -456,6 +487,17 @@ async def test_stream_events_follow_the_wire_sequence(conversation: Conversation
     assert delta["usage"] == turn.message.model_dump(mode="json")["usage"]
     indexes = [e["index"] for e in events if e["type"] == "content_block_start"]
     assert indexes == list(range(len(turn.message.content)))
+
+
+async def test_message_start_reports_the_first_model_calls_input_tokens(conversation: Conversation) -> None:
+    turn = await conversation.start(request(SH.format("echo hi")), "default")
+    events = [event.model_dump(mode="json") async for event in turn.events()]
+    started, final = events[0]["message"]["usage"], events[-2]["usage"]
+    # Two model calls: the prompt's count first, the total of both calls at the end.
+    assert turn.model_calls == 2
+    assert 0 < started["input_tokens"] < final["input_tokens"]
+    assert started["output_tokens"] == 0
+    assert final == turn.message.model_dump(mode="json")["usage"]
 
 
 async def test_streamed_and_plain_responses_agree(conversation: Conversation) -> None:

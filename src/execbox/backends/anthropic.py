@@ -3,6 +3,10 @@
 execbox's code tools are given to Claude as ordinary client tools; execbox runs them and
 the history is rewritten in client-tool form (see ``_convert``). The model list is a
 static list of current Claude ids; any ``claude-*`` id is forwarded.
+
+``thinking`` is forwarded, but thinking blocks are neither relayed nor sent back, and Claude
+refuses thinking on a call that answers tool calls made without it; so a tool loop's calls
+after the first go without ``thinking``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from execbox.backends.base import (
     BlockStart,
     BlockStop,
     InputDelta,
+    InputTokens,
     ModelEvent,
     ModelInfo,
     ModelRequest,
@@ -65,6 +70,8 @@ class AnthropicBackend:
         if request.stop_sequences:
             body["stop_sequences"] = request.stop_sequences
         body.update({key: request.extra[key] for key in PASSTHROUGH if request.extra.get(key) is not None})
+        if request.extra.get("thinking") and not _answers_tool_calls(body["messages"]):
+            body["thinking"] = request.extra["thinking"]
         url = f"{self.base_url}/v1/messages"
         async with post_stream(self._client, url, body, self._headers) as response:
             turn = _Turn()
@@ -100,6 +107,11 @@ class AnthropicBackend:
         return params
 
 
+def _answers_tool_calls(messages: list[dict[str, Any]]) -> bool:
+    """Whether the conversation ends with tool results (the model's turn goes on)."""
+    return bool(messages) and any(block["type"] == "tool_result" for block in messages[-1]["content"])
+
+
 class _Turn:
     """Turns Anthropic stream events into backend events, skipping blocks execbox does not relay."""
 
@@ -116,6 +128,7 @@ class _Turn:
         kind = event.get("type")
         if kind == "message_start":
             self._count(event["message"].get("usage") or {})
+            return [InputTokens(self._input_tokens)]
         elif kind == "content_block_start":
             return self._start(event["index"], event["content_block"])
         elif kind == "content_block_delta" and event["index"] in self._relayed:

@@ -43,6 +43,14 @@ class ModelRequest:
 
 
 @dataclass(frozen=True)
+class InputTokens:
+    """The prompt's input token count, sent before the first block by backends that know it
+    that early (optional; the count in TurnStop stays the authoritative one)."""
+
+    count: int
+
+
+@dataclass(frozen=True)
 class BlockStart:
     """A new content block. For ``tool_use`` give the tool ``name`` (and the upstream ``id``, if any)."""
 
@@ -78,7 +86,7 @@ class TurnStop:
     stop_sequence: str | None = None
 
 
-ModelEvent = Union[BlockStart, TextDelta, InputDelta, BlockStop, TurnStop]
+ModelEvent = Union[InputTokens, BlockStart, TextDelta, InputDelta, BlockStop, TurnStop]
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from execbox.backends.base import (
     BlockStart,
     BlockStop,
     InputDelta,
+    InputTokens,
     ModelEvent,
     ModelInfo,
     ModelRequest,
@@ -92,6 +93,7 @@ class DirectBackend:
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         input_tokens = await self.count_tokens(request)
+        yield InputTokens(input_tokens)
         prompt_index = _last_prompt(request.messages)
         later = request.messages[prompt_index + 1 :] if prompt_index is not None else []
         script = _script(request, _prompt_text(request.messages[prompt_index]) if prompt_index is not None else "")

@@ -106,10 +106,11 @@ def with_upload_notes(messages: list[MessageDict], paths: dict[str, str]) -> lis
 def model_view(messages: list[MessageDict]) -> list[MessageDict]:
     """The conversation as handed to a model backend.
 
-    Each server result is placed right after its ``server_tool_use`` (a result sent in a
-    later message, after a client tool reply, moves back to its call); server calls without
-    a result (abandoned by a new prompt) and results without a call are dropped; messages
-    left empty disappear and consecutive messages of one role merge.
+    Each server result is placed right after the run of tool calls its ``server_tool_use``
+    belongs to, so calls the model made together stay together, as the model produced them (a
+    result sent in a later message, after a client tool reply, moves back to its calls); server
+    calls without a result (abandoned by a new prompt) and results without a call are dropped;
+    messages left empty disappear and consecutive messages of one role merge.
     """
     results = {
         block["tool_use_id"]: block
@@ -124,14 +125,20 @@ def model_view(messages: list[MessageDict]) -> list[MessageDict]:
             content = message["content"]
         else:
             content = []
+            pending: list[Block] = []  # results of the current run of calls
             for block in message["content"]:
-                if block.get("type") in SERVER_RESULT_TYPES:
-                    continue
-                if block.get("type") == "server_tool_use":
+                kind = block.get("type")
+                if kind == "server_tool_use":
                     if block["id"] in results:
-                        content += [block, results[block["id"]]]
+                        content.append(block)
+                        pending.append(results[block["id"]])
                     continue
-                content.append(block)
+                if kind != "tool_use":
+                    content += pending
+                    pending = []
+                if kind not in SERVER_RESULT_TYPES:
+                    content.append(block)
+            content += pending
             if not content:
                 continue
         if view and view[-1]["role"] == message["role"]:

@@ -4,10 +4,21 @@
 uploads) and returns a ``Turn``. ``Turn.events()`` runs the loop and yields the response as
 stream events (spec section 6); a non-streaming response is the same run, drained
 (``Turn.complete()``), so both forms always agree.
+
+``message_start`` is held back until the first block (or the first execution) is about to be
+sent. Its ``usage.input_tokens`` is the first model call's prompt size when the backend reports
+it before its first block (``InputTokens``: the Anthropic and direct backends do), else 0;
+``message_delta`` carries the cumulative usage of all model calls.
+
+The model is told why a call's input was invalid: the reason goes into the copy of the result
+block that backends see (``error_message``), while the response keeps the wire shape, which
+has no such field for the code and bash tools. A client echoing the block back on a later
+request does not carry the reason, so the model sees it during the request that ran the call only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +29,7 @@ from execbox.backends.base import (
     BlockStart,
     BlockStop,
     InputDelta,
+    InputTokens,
     ModelBackend,
     ModelRequest,
     TextDelta,
@@ -58,6 +70,7 @@ from execbox.protocol.messages import (
     StreamEvent,
     TextBlock,
     ToolUseBlock,
+    Usage,
 )
 from execbox.protocol.messages import TextDelta as TextDeltaWire
 from execbox.sandbox.types import WORKSPACE, EditRequest, ExecRequest
@@ -137,12 +150,12 @@ class Conversation:
             return Turn(self, params, workspace, backend, history, None)
         if isinstance(params.container, ContainerParam) and params.container.skills:
             raise InvalidRequest("container.skills: skills are not supported by this server.")
-        records = [self.files.get(workspace, file_id) for file_id in uploads]
+        records = [await asyncio.to_thread(self.files.get, workspace, file_id) for file_id in uploads]
         if params.container_id:
             container = await self.containers.get(workspace, params.container_id)
         else:
             container = await self.containers.create(workspace)
-        paths = self._earlier_upload_paths(workspace, history)
+        paths = await asyncio.to_thread(self._earlier_upload_paths, workspace, history)
         for record in records:
             paths[record.id] = f"{WORKSPACE}/{await self.containers.upload(workspace, container.id, record)}"
         return Turn(self, params, workspace, backend, with_upload_notes(history, paths), container)
@@ -188,6 +201,8 @@ class Turn:
         )
         self.model_calls = 0
         self.executions = 0
+        self.prompt_tokens = 0  # the first model call's input tokens, when known early
+        self._invalid_inputs: dict[str, str] = {}  # tool_use_id -> why its input was refused
 
     async def complete(self) -> Message:
         """Run the whole loop and return the response."""
@@ -205,12 +220,12 @@ class Turn:
             async for event in self._run():
                 if not started:
                     started = True
-                    yield MessageStartEvent(message=Message(id=message.id, model=message.model))
+                    yield self._message_start()
                 if event is not None:
                     yield event
             await self._refresh_container()
             if not started:
-                yield MessageStartEvent(message=Message(id=message.id, model=message.model))
+                yield self._message_start()
             yield MessageDeltaEvent(
                 delta=MessageDelta(
                     stop_reason=message.stop_reason, stop_sequence=message.stop_sequence, container=message.container
@@ -230,12 +245,20 @@ class Turn:
                 self.container.id if self.container else None,
             )
 
+    def _message_start(self) -> MessageStartEvent:
+        usage = Usage(input_tokens=self.prompt_tokens)
+        return MessageStartEvent(message=Message(id=self.message.id, model=self.message.model, usage=usage))
+
     def _stop(self, reason: str, sequence: str | None = None) -> None:
         self.message.stop_reason = reason  # type: ignore[assignment]
         self.message.stop_sequence = sequence
 
     def _conversation_so_far(self) -> list[dict[str, Any]]:
         response = [block.model_dump(mode="json", exclude_none=True) for block in self.message.content]
+        for block in response:
+            reason = self._invalid_inputs.get(block.get("tool_use_id", ""))
+            if reason and "error_message" not in block["content"]:
+                block["content"]["error_message"] = reason
         return with_response(self.history, response)
 
     async def _run(self) -> AsyncIterator[StreamEvent | None]:
@@ -245,7 +268,7 @@ class Turn:
         if params.max_tokens == 0:
             # Cache pre-warming: nothing is generated.
             request = model_request(params, self.history, max_tokens=0)
-            usage.input_tokens = await self.backend.count_tokens(request)
+            usage.input_tokens = self.prompt_tokens = await self.backend.count_tokens(request)
             self._stop("max_tokens")
             return
         while True:
@@ -287,7 +310,10 @@ class Turn:
         arguments = ""
         async for event in self.backend.stream(request):
             index = len(content) - 1
-            if isinstance(event, BlockStart):
+            if isinstance(event, InputTokens):
+                if self.model_calls == 1:
+                    self.prompt_tokens = event.count
+            elif isinstance(event, BlockStart):
                 if event.kind == "text":
                     block = TextBlock(text="")
                 elif event.name in server_names:
@@ -321,6 +347,7 @@ class Turn:
         try:
             request = sandbox_request(name, call.get("input") or {})
         except InvalidToolInput as exc:
+            self._invalid_inputs[tool_use_id] = str(exc)
             result: CodeToolResultBlock = error_block(name, tool_use_id, "invalid_tool_input", str(exc))
         else:
             result = await self._sandbox(name, tool_use_id, request)

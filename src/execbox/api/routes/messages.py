@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -10,13 +13,17 @@ from fastapi.responses import JSONResponse, Response
 from execbox.api.bodies import read_params
 from execbox.api.deps import services, workspace
 from execbox.api.sse import stream_response
-from execbox.protocol.messages import CountTokensParams, MessageCreateParams, TokenCount
+from execbox.protocol.messages import CountTokensParams, Message, MessageCreateParams, TokenCount
 from execbox.services import Services
 
 router = APIRouter()
 
 Workspace = Annotated[str, Depends(workspace)]
 Svc = Annotated[Services, Depends(services)]
+
+DISCONNECT_POLL = 0.5  # seconds between checks that a plain response's client is still there
+
+
 @router.post("/v1/messages")
 async def create_message(request: Request, caller: Workspace, svc: Svc) -> Response:
     params = await read_params(request, MessageCreateParams)
@@ -24,8 +31,25 @@ async def create_message(request: Request, caller: Workspace, svc: Svc) -> Respo
     turn = await svc.conversation.start(params, caller)
     if params.stream:
         return await stream_response(turn.events(), request)
-    message = await turn.complete()
+    message = await _while_connected(turn.complete(), request)
+    if message is None:
+        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
     return JSONResponse(message.model_dump(mode="json"))
+
+
+async def _while_connected(work: Coroutine[Any, Any, Message], request: Request) -> Message | None:
+    """Run ``work`` to its end, or cancel it (and the code it runs) once the client has left: None."""
+    task = asyncio.ensure_future(work)
+    try:
+        while not (await asyncio.wait({task}, timeout=DISCONNECT_POLL))[0]:
+            if await request.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return None
+        return task.result()
+    finally:
+        task.cancel()
 
 
 @router.post("/v1/messages/count_tokens", dependencies=[Depends(workspace)])
