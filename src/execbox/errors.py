@@ -80,6 +80,17 @@ class ContainerNotFound(NotFound):
         super().__init__(f"Container `{container_id}` not found.")
 
 
+class ContainerDeleted(NotFound):
+    """The container was deleted while the request was running in it."""
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(
+            f"Container `{container_id}` was deleted while this request was running in it; "
+            "its execution was stopped.",
+            error_code="container_deleted",
+        )
+
+
 class FileNotFound(NotFound):
     def __init__(self, file_id: str) -> None:
         super().__init__(f"File `{file_id}` not found.")

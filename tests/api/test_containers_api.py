@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import subprocess
 import time
 
@@ -104,6 +106,20 @@ def test_oversized_exec_body_is_refused(client: httpx.Client, container: str) ->
     assert error_of(response)["type"] == "request_too_large"
 
 
+def test_delete_stops_a_running_execution(client: httpx.Client) -> None:
+    container = create(client)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(client.post, f"/v1/containers/{container}/exec",
+                              json={"command": "touch started; sleep 25; echo finished"})
+        while client.get(f"/v1/containers/{container}/files/started").status_code != 200:
+            time.sleep(0.05)
+        assert client.delete(f"/v1/containers/{container}").status_code == 200
+        stopped = running.result()
+    assert stopped.status_code == 404
+    assert error_of(stopped)["details"] == {"error_code": "container_deleted"}
+    assert client.get(f"/v1/containers/{container}").status_code == 404
+
+
 def test_put_get_and_list_files(client: httpx.Client, container: str) -> None:
     written = client.put(f"/v1/containers/{container}/files/data/in.txt", content=b"hello")
     assert written.json() == {"path": "data/in.txt", "size_bytes": 5}
@@ -115,6 +131,14 @@ def test_put_get_and_list_files(client: httpx.Client, container: str) -> None:
     assert {"path": "data/in.txt", "size_bytes": 5} in listing
     missing = client.get(f"/v1/containers/{container}/files/nope.txt")
     assert missing.status_code == 404 and error_of(missing)["type"] == "not_found_error"
+
+
+def test_large_file_downloads_whole(client: httpx.Client, container: str) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 1)  # many pieces of the streamed response
+    assert client.put(f"/v1/containers/{container}/files/big.bin", content=data).status_code == 200
+    with client.stream("GET", f"/v1/containers/{container}/files/big.bin") as response:
+        assert response.headers["content-length"] == str(len(data))
+        assert b"".join(response.iter_bytes()) == data
 
 
 def test_unknown_container_is_not_found(client: httpx.Client) -> None:

@@ -64,7 +64,12 @@ class DirEngine:
                 *argv, cwd=box.workspace, env={"OUTPUT_DIR": str(box.outputs), "PATH": "/usr/bin:/bin"},
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )
-            out, err = await proc.communicate()
+            try:
+                out, err = await proc.communicate()
+            except asyncio.CancelledError:  # like the real engine: a cancelled run leaves no process
+                proc.kill()
+                await proc.wait()
+                raise
             files = [self._stage(box, p) for p in sorted(box.outputs.iterdir()) if p.is_file()]
             return ExecResult(out.decode(), err.decode(), proc.returncode or 0, time.monotonic() - started, files=files)
         finally:
@@ -96,8 +101,8 @@ class DirEngine:
         target.write_bytes(data if isinstance(data, bytes) else data.read())
         return clean
 
-    def read_file(self, box: Box, relpath: str, max_bytes: int) -> bytes:
-        return (box.workspace / relpath).read_bytes()[:max_bytes]
+    def open_file(self, box: Box, relpath: str, max_bytes: int) -> BinaryIO:
+        return (box.workspace / relpath).open("rb")
 
     def list_files(self, box: Box) -> list[tuple[str, int]]:
         return sorted(

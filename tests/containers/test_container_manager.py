@@ -8,7 +8,7 @@ import pytest
 from execbox.containers.manager import ContainerManager
 from execbox.containers.store import EXPIRED, UID_BASE, containers_table
 from execbox.db import utcnow
-from execbox.errors import ContainerExpired, ContainerNotFound, TooManyContainers
+from execbox.errors import ContainerDeleted, ContainerExpired, ContainerNotFound, TooManyContainers
 from execbox.sandbox.types import EditRequest, ExecRequest
 
 MakeManager = Callable[..., Awaitable[ContainerManager]]
@@ -89,7 +89,8 @@ async def test_files_persist_between_executions(make_manager: MakeManager) -> No
     second = await manager.execute("ws", container.id, sh("cat n.txt; echo oops >&2; exit 3"))
     assert (second.result.stdout, second.result.stderr, second.result.return_code) == ("42", "oops\n", 3)
     assert await manager.list_files("ws", container.id) == [("n.txt", 2)]
-    assert await manager.read_file("ws", container.id, "n.txt") == b"42"
+    with await manager.open_file("ws", container.id, "n.txt") as file:
+        assert file.read() == b"42"
     assert manager.store.get(container.id).execution_seconds > 0  # type: ignore[union-attr]
 
 
@@ -225,6 +226,32 @@ async def test_destroy(make_manager: MakeManager) -> None:
     await manager.reap()
     await manager.destroy("ws", expired.id)
     assert manager.store.get(expired.id) is None
+
+
+@pytest.mark.timeout(30)  # without the stop, destroy would wait for the whole execution
+async def test_destroy_stops_a_running_execution(make_manager: MakeManager) -> None:
+    manager = await make_manager()
+    container = await manager.create("ws")
+    running = asyncio.create_task(manager.execute("ws", container.id, py("import time; time.sleep(600)")))
+    while not manager.engine.running.get(container.id):  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+    await manager.destroy("ws", container.id)
+    with pytest.raises(ContainerDeleted):
+        await running
+    assert not (manager.boxes_dir / container.id).exists()
+    with pytest.raises(ContainerNotFound):
+        await manager.execute("ws", container.id, py("print(1)"))
+
+
+async def test_reaper_skips_a_container_in_use(make_manager: MakeManager) -> None:
+    manager = await make_manager(ttl_s=3600)
+    container = await manager.create("ws")
+    running = asyncio.create_task(manager.execute("ws", container.id, py("import time; time.sleep(0.5); print('done')")))
+    while not manager.engine.running.get(container.id):  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+    force_expiry(manager, container.id)
+    assert await manager.reap() == 0
+    assert (await running).result.stdout == "done\n"
 
 
 async def test_upload_copies_a_file_into_the_workspace(make_manager: MakeManager) -> None:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from execbox.sandbox.types import Box, ExecResult, Limits
+from execbox.sandbox.types import Box, Engine, ExecResult, Limits
 
 TEST_LIMITS = Limits(
     memory_bytes=256 * 1024**2,
@@ -36,3 +36,9 @@ def host_pids_of(uid: int) -> list[int]:
         if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
             pids.append(int(entry))
     return pids
+
+
+def read(engine: Engine, box: Box, path: str) -> bytes:
+    """A workspace file's contents, as the files API reads them."""
+    with engine.open_file(box, path, 1024 * 1024) as file:
+        return file.read()

@@ -9,6 +9,7 @@ import pytest
 
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.types import Box, EditRequest, EditResult
+from tests.sandbox.sandbox_support import read
 
 pytestmark = pytest.mark.sandbox
 
@@ -26,11 +27,11 @@ def edit(engine: BwrapEngine, box: Box):
 async def test_create_then_update(engine: BwrapEngine, box: Box, edit) -> None:
     created = await edit("create", "config.json", file_text=CONFIG)
     assert (created.error_code, created.is_file_update) == (None, False)
-    assert engine.read_file(box, "config.json", 1000) == CONFIG.encode()
+    assert read(engine, box, "config.json") == CONFIG.encode()
     assert os.stat(box.workspace / "config.json").st_uid == box.uid
     updated = await edit("create", "/workspace/config.json", file_text="{}\n")
     assert updated.is_file_update is True
-    assert engine.read_file(box, "config.json", 1000) == b"{}\n"
+    assert read(engine, box, "config.json") == b"{}\n"
 
 
 async def test_create_makes_parent_directories(engine: BwrapEngine, box: Box, edit) -> None:
@@ -86,7 +87,7 @@ async def test_str_replace_reports_the_changed_lines(engine: BwrapEngine, box: B
     assert result.error_code is None
     assert (result.old_start, result.old_lines, result.new_start, result.new_lines) == (3, 1, 3, 1)
     assert result.lines == ['-  "debug": true,', '+  "debug": false,']
-    assert engine.read_file(box, "config.json", 1000) == CONFIG.replace("true", "false").encode()
+    assert read(engine, box, "config.json") == CONFIG.replace("true", "false").encode()
 
 
 async def test_str_replace_across_lines(edit) -> None:
@@ -104,7 +105,7 @@ async def test_str_replace_needs_a_unique_match(engine: BwrapEngine, box: Box, e
     ambiguous = await edit("str_replace", "f.txt", old_str="x = 1", new_str="x = 9")
     assert ambiguous.error_code == "invalid_tool_input"
     assert "appears 2 times" in (ambiguous.error_message or "") and "lines 1, 3" in (ambiguous.error_message or "")
-    assert engine.read_file(box, "f.txt", 100) == b"x = 1\ny = 2\nx = 1\n"
+    assert read(engine, box, "f.txt") == b"x = 1\ny = 2\nx = 1\n"
 
 
 async def test_str_replace_on_missing_file(edit) -> None:

@@ -14,7 +14,7 @@ from execbox.errors import Conflict, InvalidRequest, NotFound, RequestTooLarge
 from execbox.sandbox import fsutil
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.types import Box, Limits
-from tests.sandbox.sandbox_support import MakeBox, Run
+from tests.sandbox.sandbox_support import MakeBox, Run, read
 
 
 @pytest.mark.parametrize(
@@ -41,12 +41,13 @@ def test_clean_relpath_rejects_paths_naming_no_file(bad: str) -> None:
 def test_write_read_and_list(tmp_path: Path) -> None:
     assert fsutil.write_file(tmp_path, "/workspace/sub/dir/a.txt", b"hello", os.getuid()) == "sub/dir/a.txt"
     fsutil.write_file(tmp_path, "b.bin", b"\0" * 10, os.getuid())
-    assert fsutil.read_file(tmp_path, "sub/dir/a.txt", 100) == b"hello"
+    with fsutil.open_file(tmp_path, "sub/dir/a.txt", 100) as file:
+        assert file.read() == b"hello"
     assert fsutil.list_files(tmp_path) == [("b.bin", 10), ("sub/dir/a.txt", 5)]
     with pytest.raises(RequestTooLarge):
-        fsutil.read_file(tmp_path, "b.bin", 9)
+        fsutil.open_file(tmp_path, "b.bin", 9)
     with pytest.raises(NotFound):
-        fsutil.read_file(tmp_path, "missing.txt", 100)
+        fsutil.open_file(tmp_path, "missing.txt", 100)
 
 
 def test_traversal_in_written_names_stays_in_the_root(tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ def test_traversal_in_written_names_stays_in_the_root(tmp_path: Path) -> None:
 def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(NotFound):
-        fsutil.read_file(tmp_path, "pipe", 100)
+        fsutil.open_file(tmp_path, "pipe", 100)
     with pytest.raises(InvalidRequest):
         fsutil.write_file(tmp_path, "pipe", b"x", os.getuid())
 
@@ -135,7 +136,7 @@ async def test_written_files_belong_to_the_box_uid(engine: BwrapEngine, box: Box
         assert os.stat(path).st_uid == box.uid
     result = await run(box, "cat in/data.txt && echo more >> in/data.txt", kind="bash")
     assert result.stdout == "42" and result.return_code == 0
-    assert engine.read_file(box, "/workspace/in/data.txt", 100) == b"42more\n"
+    assert read(engine, box, "/workspace/in/data.txt") == b"42more\n"
     assert engine.list_files(box) == [("in/data.txt", 7)]
 
 
@@ -150,7 +151,7 @@ async def test_planted_symlinks_are_never_followed(engine: BwrapEngine, box: Box
         with pytest.raises(InvalidRequest):
             engine.write_file(box, path, b"overwritten")
         with pytest.raises((InvalidRequest, NotFound)):
-            engine.read_file(box, path, 100)
+            engine.open_file(box, path, 100)
     assert victim.read_text() == "host data"
     assert sorted(os.listdir(victim_dir)) == ["victim.txt"]
     assert not Path("/etc/owned").exists()
@@ -221,7 +222,7 @@ async def test_a_file_leased_by_a_running_execution_is_busy(engine: BwrapEngine,
     running = asyncio.create_task(run(box, code, timeout_s=30))
     with pytest.raises(Conflict, match="held by a running execution"):
         for _ in range(1000):  # readable until the lease is taken
-            assert engine.read_file(box, "shared.txt", 100) == b"data"
+            assert read(engine, box, "shared.txt") == b"data"
             await asyncio.sleep(0.01)
     await running  # the kernel breaks the lease: SIGIO ends the holder
-    assert engine.read_file(box, "shared.txt", 100) == b"data"
+    assert read(engine, box, "shared.txt") == b"data"

@@ -199,13 +199,14 @@ async def test_system_calls_of_another_abi_kill_the_caller(box: Box, run: Run) -
     assert result.stdout == f"{signal.SIGSYS}\n"
 
 
-async def test_mount_table_shows_no_container_paths(box: Box, make_box: MakeBox, run: Run) -> None:
-    # Box directories are bound from their own disk, so only disk-relative paths show.
-    # (The runtime and the engine's /etc are bound from host paths, read-only.)
+async def test_mount_table_shows_no_server_data_paths(engine: BwrapEngine, box: Box, make_box: MakeBox,
+                                                      run: Run) -> None:
+    # Box directories are bound from their own disk and /etc is built from memory, so no
+    # path of the server's data shows (only the runtime is bound from its host path).
     neighbour = await make_box()
-    result = await run(box, "cat /proc/self/mountinfo", kind="bash")
+    result = await run(box, "cat /proc/self/mountinfo /proc/self/mounts", kind="bash")
     assert " /workspace /workspace " in result.stdout
-    for path in (box.root, neighbour.root):
+    for path in (engine.state_dir, box.root, neighbour.root):
         assert str(path) not in result.stdout
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from execbox.errors import SandboxUnavailable
+from execbox.errors import Overloaded, SandboxUnavailable
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box, ExecRequest
@@ -92,6 +92,24 @@ async def test_destroy_frees_everything(engine: BwrapEngine, make_box: MakeBox, 
     assert _loop_devices_of(image) == ""
     assert not any(d.exists() for d in Cgroup.for_box(box.id).dirs)
     await engine.destroy_box(box)  # again: nothing left to do, no error
+
+
+@pytest.mark.sandbox
+async def test_a_host_out_of_disk_space_is_reported_as_overloaded(engine: BwrapEngine, base_dir: Path) -> None:
+    full = base_dir / f"full-{uuid.uuid4().hex[:8]}"  # a host filesystem with no space left
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0711", "tmpfs", str(full)], check=True)
+    box = Box(f"box_{uuid.uuid4().hex[:12]}", 399_999, full / "box")
+    try:
+        fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT)
+        os.posix_fallocate(fd, 0, 64 * 1024)
+        os.close(fd)
+        with pytest.raises(Overloaded, match="not a problem with your request"):
+            await engine.create_box(box)
+    finally:
+        await engine.destroy_box(box)
+        subprocess.run(["umount", str(full)], check=True)
+        full.rmdir()
 
 
 @pytest.mark.sandbox

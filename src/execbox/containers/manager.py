@@ -13,22 +13,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, TypeVar
 
 import sqlalchemy as sa
 
 from execbox.containers.store import EXPIRED, ContainerRow, ContainerStore
 from execbox.db import utcnow
-from execbox.errors import ContainerExpired, ContainerNotFound, FileNotFound, RequestTooLarge, TooManyContainers
+from execbox.errors import (
+    ContainerDeleted,
+    ContainerExpired,
+    ContainerNotFound,
+    FileNotFound,
+    RequestTooLarge,
+    TooManyContainers,
+)
 from execbox.files.store import FileRecord, FileStore, safe_filename
 from execbox.ids import new_id
 from execbox.sandbox.types import Box, EditRequest, EditResult, Engine, ExecRequest, ExecResult, OutputFile
 
 log = logging.getLogger("execbox.containers")
+
+T = TypeVar("T")
 
 # Tombstones of expired containers are forgotten after this long (then the id is "not found").
 TOMBSTONE_RETENTION = timedelta(days=30)
@@ -85,6 +94,8 @@ class ContainerManager:
         self.reaper_interval_s = reaper_interval_s
         self.max_containers = max_containers
         self._locks: dict[str, asyncio.Lock] = {}
+        self._running: dict[str, asyncio.Task[Any]] = {}  # the execution or edit under way, by container
+        self._deleting: set[str] = set()
         self._creating = asyncio.Lock()  # makes counting and inserting one step
         self._reaper: asyncio.Task[None] | None = None
 
@@ -142,14 +153,14 @@ class ContainerManager:
     async def execute(self, workspace: str, container_id: str, request: ExecRequest) -> Execution:
         """Run code; refreshes the idle TTL. Serialised per container."""
         async with self._using(workspace, container_id) as (row, box):
-            result = await self.engine.execute(box, request)
+            result = await self._stoppable(row.id, self.engine.execute(box, request))
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files)
             await self._touch(row, execution_seconds=result.duration_s)
         return Execution(result, files)
 
     async def edit(self, workspace: str, container_id: str, request: EditRequest) -> EditResult:
-        async with self._using(workspace, container_id) as (_, box):
-            return await self.engine.edit(box, request)
+        async with self._using(workspace, container_id) as (row, box):
+            return await self._stoppable(row.id, self.engine.edit(box, request))
 
     async def put_file(self, workspace: str, container_id: str, path: str, data: bytes | BinaryIO) -> str:
         """Write into the workspace; returns the sanitized path actually written."""
@@ -165,26 +176,35 @@ class ContainerManager:
             with blob.open("rb") as data:  # streamed: it may be as large as the largest upload
                 return await asyncio.to_thread(self.engine.write_file, box, safe_filename(file.filename), data)
 
-    async def read_file(self, workspace: str, container_id: str, path: str) -> bytes:
+    async def open_file(self, workspace: str, container_id: str, path: str) -> BinaryIO:
+        """A workspace file, open for reading; the caller closes it."""
         async with self._using(workspace, container_id, exclusive=False) as (_, box):
-            return await asyncio.to_thread(self.engine.read_file, box, path, self.engine.limits.output_file_bytes)
+            return await asyncio.to_thread(self.engine.open_file, box, path, self.engine.limits.output_file_bytes)
 
     async def list_files(self, workspace: str, container_id: str) -> list[tuple[str, int]]:
         async with self._using(workspace, container_id, exclusive=False) as (_, box):
             return await asyncio.to_thread(self.engine.list_files, box)
 
     async def destroy(self, workspace: str, container_id: str) -> None:
-        """Delete a container now: its box if it still has one, and its metadata."""
+        """Delete a container now: its box if it still has one, and its metadata. An
+        execution or edit under way is killed first; its caller gets ContainerDeleted."""
         await self._find(workspace, container_id, allow_expired=True)
-        async with self._lock(container_id):
-            row = await self._find(workspace, container_id, allow_expired=True)
-            if row.status != EXPIRED:
-                await self.engine.destroy_box(self._box(row))
-            await asyncio.to_thread(self.store.delete, container_id)
-            self._locks.pop(container_id, None)
+        self._deleting.add(container_id)
+        try:
+            if running := self._running.get(container_id):
+                running.cancel()  # the engine kills the sandbox's processes on cancellation
+            async with self._lock(container_id):
+                row = await self._find(workspace, container_id, allow_expired=True)
+                if row.status != EXPIRED:
+                    await self.engine.destroy_box(self._box(row))
+                await asyncio.to_thread(self.store.delete, container_id)
+                self._locks.pop(container_id, None)
+        finally:
+            self._deleting.discard(container_id)
 
     async def reap(self) -> int:
-        """Free every expired container now; returns how many."""
+        """Free every expired container now; returns how many. Containers in use are
+        skipped, never interrupted: their user re-checks expiry, the next sweep frees them."""
         freed = 0
         for due in await asyncio.to_thread(self.store.due, utcnow()):
             lock = self._lock(due.id)
@@ -196,6 +216,23 @@ class ContainerManager:
                     freed += await self._free(row)
         await asyncio.to_thread(self.store.purge_tombstones, utcnow() - TOMBSTONE_RETENTION)
         return freed
+
+    async def _stoppable(self, container_id: str, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` (holding the container's lock) so that ``destroy`` can cancel it."""
+        if container_id in self._deleting:
+            work.close()
+            raise ContainerDeleted(container_id)
+        task = asyncio.ensure_future(work)
+        self._running[container_id] = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if container_id in self._deleting and not (current and current.cancelling()):
+                raise ContainerDeleted(container_id) from None
+            raise
+        finally:
+            del self._running[container_id]
 
     async def _reap_forever(self) -> None:
         while True:

@@ -144,6 +144,7 @@ class BwrapEngine:
         self.use_cgroups = True
         self.use_loop = True
         self._prepared = False
+        self._etc: policy.Etc | None = None
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -174,16 +175,12 @@ class BwrapEngine:
         os.chmod(self.state_dir, 0o711)
         _check_reachable(self.state_dir)
         seccomp.export(self.seccomp_path)
-        policy.build_etc(self.etc_dir)
+        self._etc = policy.build_etc()
         self._prepared = True
 
     @property
     def seccomp_path(self) -> Path:
         return self.state_dir / "seccomp.bpf"
-
-    @property
-    def etc_dir(self) -> Path:
-        return self.state_dir / "etc"
 
     @property
     def staging_dir(self) -> Path:
@@ -319,11 +316,16 @@ class BwrapEngine:
             for pipe in pipes:  # first: once the sandbox runs, nothing may delay the kill below
                 readers.append(await _read_capped(pipe, output_bytes))
             fds.append(seccomp_fd := os.open(self.seccomp_path, os.O_RDONLY | os.O_CLOEXEC))
+            assert self._etc is not None, "prepared by _check_box"
+            # /etc's files go in as fresh memfds (~70 us a run): a bound host directory
+            # would show the server's data path in the sandbox's mount table.
+            etc_files = {name: _memfd(name, data) for name, data in self._etc.files.items()}
+            fds += etc_files.values()
             run_files = {name: _memfd(name, data) for name, data in files.items()}
             fds += run_files.values()
             args = policy.bwrap_args(
-                runtime_dir=self.runtime_dir, etc_dir=self.etc_dir, workspace=box.workspace, tmp=box.tmp,
-                outputs=outputs, seccomp_fd=seccomp_fd, run_files=run_files,
+                runtime_dir=self.runtime_dir, etc=self._etc, etc_files=etc_files, workspace=box.workspace,
+                tmp=box.tmp, outputs=outputs, seccomp_fd=seccomp_fd, run_files=run_files,
             )
             fds.append(args_fd := _memfd("bwrap-args", b"".join(a.encode() + b"\0" for a in args)))
             argv = [*self._launcher(box, cg), "bwrap", "--args", str(args_fd), "--", *command]
@@ -393,8 +395,8 @@ class BwrapEngine:
     def write_file(self, box: Box, relpath: str, data: bytes | BinaryIO) -> str:
         return fsutil.write_file(box.workspace, relpath, data, box.uid)
 
-    def read_file(self, box: Box, relpath: str, max_bytes: int) -> bytes:
-        return fsutil.read_file(box.workspace, relpath, max_bytes)
+    def open_file(self, box: Box, relpath: str, max_bytes: int) -> BinaryIO:
+        return fsutil.open_file(box.workspace, relpath, max_bytes)
 
     def list_files(self, box: Box) -> list[tuple[str, int]]:
         return fsutil.list_files(box.workspace)

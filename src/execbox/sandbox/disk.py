@@ -16,14 +16,22 @@ directories bound into it):
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 
-from execbox.errors import SandboxUnavailable
+from execbox.errors import Overloaded, SandboxUnavailable
 from execbox.sandbox import fsutil
 from execbox.sandbox.types import Box
 
 MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard")
 MOUNT_OPTIONS = "loop,nodev,nosuid,discard"
+# How the host running out of room shows: errnos of our own calls, and what mkfs and
+# mount print (util-linux says "failed to setup loop device" when none is free).
+EXHAUSTED_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.ENOMEM}
+EXHAUSTED_MESSAGES = ("No space left on device", "Disk quota exceeded", "Cannot allocate memory", "loop device")
+
+log = logging.getLogger("execbox.sandbox")
 
 
 async def _run(*cmd: str) -> None:
@@ -41,7 +49,30 @@ def is_mounted(box: Box) -> bool:
 
 
 async def create(box: Box, size_bytes: int, *, loop: bool = True) -> None:
-    """Make the box's disk and its directories, owned by the box uid. Idempotent."""
+    """Make the box's disk and its directories, owned by the box uid. Idempotent.
+
+    Raises Overloaded when the host is out of disk space, loop devices or memory: that
+    is the server's capacity, not the caller's fault.
+    """
+    try:
+        await _create(box, size_bytes, loop)
+    except (OSError, SandboxUnavailable) as exc:
+        if not _exhausted(exc):
+            raise
+        log.error("cannot create the disk of box %s: the host is out of capacity: %s", box.id, exc)
+        raise Overloaded(
+            "The server has no capacity for a new container right now (its disk space or devices are "
+            "exhausted); this is not a problem with your request. Retry later."
+        ) from exc
+
+
+def _exhausted(exc: OSError | SandboxUnavailable) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in EXHAUSTED_ERRNOS
+    return any(message in exc.message for message in EXHAUSTED_MESSAGES)
+
+
+async def _create(box: Box, size_bytes: int, loop: bool) -> None:
     box.root.mkdir(parents=True, exist_ok=True)
     os.chmod(box.root, 0o711)  # the box uid (bwrap) must traverse it, nobody may list it
     box.mount.mkdir(exist_ok=True)

@@ -123,22 +123,26 @@ def write_file(root: Path, relpath: str, data: bytes | BinaryIO, uid: int) -> st
     return clean
 
 
-def read_file(root: Path, relpath: str, max_bytes: int) -> bytes:
-    """The contents of the regular file at ``relpath`` under ``root``."""
+def open_file(root: Path, relpath: str, max_bytes: int) -> BinaryIO:
+    """The regular file at ``relpath`` under ``root``, open for reading (the caller closes
+    it); reached without following symlinks, refused if larger than ``max_bytes``."""
     clean = clean_relpath(relpath)
     parts = clean.split("/")
     try:
         with _opened(_open_parent(root, parts, create_as=None)) as parent:
-            with _opened(os.open(parts[-1], READ_FLAGS, dir_fd=parent)) as fd:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    raise NotFound(f"`{clean}` is not a regular file.")
-                if st.st_size > max_bytes:
-                    raise RequestTooLarge(f"`{clean}` is {st.st_size} bytes; the limit is {max_bytes}.")
-                with os.fdopen(os.dup(fd), "rb") as fh:
-                    return fh.read(max_bytes + 1)[:max_bytes]
+            fh = os.fdopen(os.open(parts[-1], READ_FLAGS, dir_fd=parent), "rb")
     except OSError as exc:
         raise _path_error(clean, exc) from exc
+    try:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFound(f"`{clean}` is not a regular file.")
+        if st.st_size > max_bytes:
+            raise RequestTooLarge(f"`{clean}` is {st.st_size} bytes; the limit is {max_bytes}.")
+    except BaseException:
+        fh.close()
+        raise
+    return fh
 
 
 def _files_under(root: Path) -> Iterator[tuple[str, int]]:

@@ -8,7 +8,7 @@ host path below is opened with that uid's rights.
 from __future__ import annotations
 
 import os
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from execbox.sandbox.types import OUTPUT_DIR, SANDBOX_TMP, WORKSPACE
@@ -17,6 +17,7 @@ SANDBOX_UID = 1000
 HOSTNAME = "sandbox"
 # Files given to one run (the code, an editor request) appear read-only in here.
 RUN_DIR = "/run/execbox"
+ALTERNATIVES = "/etc/alternatives"
 
 
 def sandbox_env(runtime_dir: Path) -> dict[str, str]:
@@ -39,7 +40,8 @@ def sandbox_env(runtime_dir: Path) -> dict[str, str]:
 def bwrap_args(
     *,
     runtime_dir: Path,
-    etc_dir: Path,
+    etc: Etc,
+    etc_files: dict[str, int],
     workspace: Path,
     tmp: Path,
     outputs: Path | None,
@@ -55,9 +57,10 @@ def bwrap_args(
     Filesystem (the root is a fresh tmpfs, made read-only once built):
 
     - ``/usr`` read-only, and the merged-usr symlinks ``/bin /sbin /lib /lib64``;
-    - ``/etc`` read-only: ``etc_dir``, a minimal one built by the engine (passwd/group
-      with the sandbox user, hosts, nsswitch.conf, ld.so.cache, localtime, alternatives);
-      nothing else of the host's /etc (no shadow, no machine secrets);
+    - ``/etc`` read-only: the minimal ``etc`` (passwd/group with the sandbox user, hosts,
+      nsswitch.conf, ld.so.cache, localtime, os-release, the host's alternatives), each
+      file from its fd in ``etc_files``; nothing else of the host's /etc (no shadow, no
+      machine secrets), and no host path of the server's data in the mount table;
     - ``runtime_dir`` read-only at its host path (its matplotlib font cache and console
       scripts record absolute paths);
     - ``/workspace`` and ``/tmp`` read-write: the box's ``workspace`` and ``tmp`` dirs;
@@ -76,7 +79,14 @@ def bwrap_args(
         "--ro-bind", "/usr", "/usr",
         "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-        "--ro-bind", str(etc_dir), "/etc",
+    ]
+    for name, fd in etc_files.items():
+        args += ["--perms", "0644", "--file", str(fd), f"/etc/{name}"]  # read-only with the root
+    for name, target in etc.links.items():
+        args += ["--symlink", target, f"/etc/{name}"]
+    if etc.alternatives:
+        args += ["--ro-bind", ALTERNATIVES, ALTERNATIVES]
+    args += [
         "--ro-bind", str(runtime_dir), str(runtime_dir),
         "--proc", "/proc", "--dev", "/dev",
         "--bind", str(workspace), WORKSPACE,
@@ -93,12 +103,19 @@ def bwrap_args(
     return args
 
 
-def build_etc(etc_dir: Path) -> None:
-    """(Re)create the sandbox's /etc: the sandbox user, and only what programs need of the host's."""
-    if etc_dir.exists():
-        shutil.rmtree(etc_dir)
-    etc_dir.mkdir(parents=True)
-    files = {
+@dataclass(frozen=True)
+class Etc:
+    """The sandbox's /etc: small files (name -> bytes), symlinks (name -> target) and
+    whether the host's ``/etc/alternatives`` (symlinks into /usr) is bound in."""
+
+    files: dict[str, bytes]
+    links: dict[str, str]
+    alternatives: bool
+
+
+def build_etc() -> Etc:
+    """The sandbox's /etc: the sandbox user, and only what programs need of the host's."""
+    text = {
         "passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\n"
         f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:{WORKSPACE}:/bin/bash\n"
         "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
@@ -107,19 +124,13 @@ def build_etc(etc_dir: Path) -> None:
         "hostname": f"{HOSTNAME}\n",
         "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
     }
-    for name, text in files.items():
-        (etc_dir / name).write_text(text)
+    files = {name: value.encode() for name, value in text.items()}
     host = Path("/etc")
     if (host / "ld.so.cache").is_file():  # faster library lookup; lists /usr paths only
-        shutil.copyfile(host / "ld.so.cache", etc_dir / "ld.so.cache")
+        files["ld.so.cache"] = (host / "ld.so.cache").read_bytes()
     # Symlinks into /usr resolve inside the sandbox too: the timezone and the
     # alternatives of /usr/bin (awk, editor, ...).
+    links = {"os-release": "../usr/lib/os-release"}
     if (host / "localtime").is_symlink():
-        (etc_dir / "localtime").symlink_to(os.readlink(host / "localtime"))
-    if (host / "alternatives").is_dir():
-        shutil.copytree(host / "alternatives", etc_dir / "alternatives", symlinks=True)
-    (etc_dir / "os-release").symlink_to("../usr/lib/os-release")
-    # World-readable (bwrap reads it as the box uid), writable by root only.
-    for path in (etc_dir, *etc_dir.rglob("*")):
-        if not path.is_symlink():
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        links["localtime"] = os.readlink(host / "localtime")
+    return Etc(files, links, alternatives=Path(ALTERNATIVES).is_dir())

@@ -149,12 +149,15 @@ class Engine(Protocol):
         """Release a box's host resources (unmount) but keep its disk; used at shutdown."""
     async def destroy_box(self, box: Box) -> None:
         """Kill its processes and free cgroups, disk and files."""
-    async def execute(self, box: Box, request: ExecRequest) -> ExecResult: ...
+    async def execute(self, box: Box, request: ExecRequest) -> ExecResult:
+        """Run one execution; cancelling it kills the execution's processes."""
     async def edit(self, box: Box, request: EditRequest) -> EditResult: ...
     def write_file(self, box: Box, relpath: str, data: bytes | BinaryIO) -> str:
         """Write ``data`` (bytes or a stream, copied to its end) into the workspace without
         following symlinks; returns the sanitized relative path."""
-    def read_file(self, box: Box, relpath: str, max_bytes: int) -> bytes: ...
+    def open_file(self, box: Box, relpath: str, max_bytes: int) -> BinaryIO:
+        """The workspace's regular file at ``relpath``, open for reading (the caller closes
+        it), reached without following symlinks; RequestTooLarge above ``max_bytes``."""
     def list_files(self, box: Box) -> list[tuple[str, int]]:
         """Regular files under the workspace as (relative path, size), sorted by path; a
         workspace of any size or depth gives a bounded list (the first 10,000, 64 deep)."""

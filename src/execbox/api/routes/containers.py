@@ -8,10 +8,12 @@ caller's workspace.
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from collections.abc import Iterator
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import StreamingResponse
 
 from execbox.api.bodies import read_params, receive_body
 from execbox.api.deps import services, workspace
@@ -29,6 +31,9 @@ from execbox.protocol.containers import (
 from execbox.sandbox.types import ExecRequest
 
 router = APIRouter(prefix="/v1/containers")
+
+# File downloads are sent in pieces of this size, read in a worker thread.
+CHUNK_BYTES = 256 * 1024
 
 Workspace = Annotated[str, Depends(workspace)]
 
@@ -101,9 +106,19 @@ async def list_files(container_id: str, ws: Workspace, containers: Containers) -
 
 
 @router.get("/{container_id}/files/{path:path}")
-async def read_file(container_id: str, path: str, ws: Workspace, containers: Containers) -> Response:
-    data = await containers.read_file(ws, container_id, path)
-    return Response(content=data, media_type=guess(path))
+async def read_file(container_id: str, path: str, ws: Workspace, containers: Containers) -> StreamingResponse:
+    """The file's bytes, streamed: as many as it held when opened."""
+    file = await containers.open_file(ws, container_id, path)
+    size = os.fstat(file.fileno()).st_size
+    return StreamingResponse(_chunks(file, size), media_type=guess(path), headers={"content-length": str(size)})
+
+
+def _chunks(file: BinaryIO, size: int) -> Iterator[bytes]:
+    """The first ``size`` bytes of ``file``, piece by piece; closes it."""
+    with file:
+        while size > 0 and (chunk := file.read(min(CHUNK_BYTES, size))):
+            size -= len(chunk)
+            yield chunk
 
 
 @router.put("/{container_id}/files/{path:path}")
