@@ -20,7 +20,9 @@ cd "$(dirname "$0")"
 ROOT=$PWD
 VENV=$ROOT/.venv
 SDK1_VENV=$VENV/sdk-1.1
-APT_PACKAGES=(bubblewrap util-linux e2fsprogs libseccomp2 python3 mount)
+APT_PACKAGES=(bubblewrap util-linux e2fsprogs libseccomp2 python3 mount ca-certificates)
+# uv trusts the system's certificate store (where a TLS-intercepting proxy's CA is installed).
+export UV_SYSTEM_CERTS=1 UV_NATIVE_TLS=1
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 

@@ -101,7 +101,7 @@ def build_runtime(
     echo(f"[runtime 1/4] creating a virtual environment on {BASE_PYTHON} in {staging}")
     _run([uv, "venv", "--quiet", "--python", str(BASE_PYTHON), str(staging)], echo)
     echo(f"[runtime 2/4] installing {n} pinned packages (downloads are cached by uv)")
-    env = {**os.environ, "UV_NO_PROGRESS": "0"}
+    env = {"UV_SYSTEM_CERTS": "1", **os.environ, "UV_NO_PROGRESS": "0"}
     _run([uv, "pip", "install", "--python", str(runtime_python(staging)), "--compile-bytecode",
           "-r", str(REQUIREMENTS)], echo, env)
     echo("[runtime 3/4] making it read-only for the sandbox")
