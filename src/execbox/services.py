@@ -16,6 +16,7 @@ from execbox.containers.manager import ContainerManager
 from execbox.conversation.loop import Conversation
 from execbox.files.store import FileStore
 from execbox.sandbox.bwrap import BwrapEngine
+from execbox.sandbox.forkengine import ForkEngine
 from execbox.sandbox.types import Limits
 from execbox.settings import Settings
 
@@ -51,12 +52,26 @@ class Services:
         database = db.connect(settings.database)
         db.create_tables(database)
         files = FileStore(database, settings.data_dir / "files", max_size=settings.max_upload_size)
-        engine = BwrapEngine(
-            limits=limits_from(settings),
-            state_dir=settings.data_dir / "sandbox",
-            runtime_dir=settings.runtime_dir,
-            insecure=settings.insecure,
-        )
+        engine: BwrapEngine
+        if settings.fork_server:
+            engine = ForkEngine(
+                limits=limits_from(settings),
+                state_dir=settings.data_dir / "sandbox",
+                runtime_dir=settings.runtime_dir,
+                insecure=settings.insecure,
+                spares=settings.fork_spares,
+                zygote_max_age_s=settings.fork_server_max_age,
+                kernel_idle_s=settings.kernel_idle_timeout,
+                max_kernels=settings.max_kernels,
+                favor_dynmods=settings.cgroup_favor_dynmods,
+            )
+        else:
+            engine = BwrapEngine(
+                limits=limits_from(settings),
+                state_dir=settings.data_dir / "sandbox",
+                runtime_dir=settings.runtime_dir,
+                insecure=settings.insecure,
+            )
         containers = ContainerManager(
             engine=engine,
             database=database,

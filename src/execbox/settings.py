@@ -114,6 +114,29 @@ class Settings(BaseSettings):
         description="The sandbox's Python environment; default: /var/cache/execbox/runtime-<hash of the pinned "
         "requirements>, built by `execbox setup-runtime`.",
     )
+    fork_server: bool = Field(
+        True, description="Run executions on the fork server (pre-imported interpreters, live Python kernels); "
+        "off: every execution starts a fresh interpreter in a fresh bubblewrap sandbox (the reference path).",
+    )
+    fork_spares: int = Field(
+        4, description="Pre-forked sandbox processes kept ready (at least the expected concurrency)."
+    )
+    fork_server_max_age: float = Field(
+        3600.0, description="Seconds before the fork server is replaced by a fresh one (new address-space layout "
+        "and seeds for the sandboxes forked from it)."
+    )
+    kernel_idle_timeout: float = Field(
+        300.0, description="Seconds a live Python kernel may sit idle before it is checkpointed and stopped (its "
+        "picklable variables come back with the next cell)."
+    )
+    max_kernels: int = Field(
+        64, description="Live Python kernels on the host; beyond it, the least recently used is checkpointed "
+        "and stopped."
+    )
+    cgroup_favor_dynmods: bool = Field(
+        True, description="Switch the kernel's cgroup locking to `favordynmods` at start (host-wide, until "
+        "reboot): moving a sandbox into its cgroup then takes ~0.5 ms instead of 5-9 ms."
+    )
 
     # --- Messages API -----------------------------------------------------------------------
     max_tool_iterations: int = Field(

@@ -35,6 +35,12 @@ class DirEngine:
         self.max_running_per_box = 0
         self.max_running_total = 0
 
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
     async def create_box(self, box: Box) -> None:
         box.workspace.mkdir(parents=True, exist_ok=True)
         box.outputs.mkdir(parents=True, exist_ok=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box, Engine, ExecResult, Limits
 
 TEST_LIMITS = Limits(
@@ -19,6 +22,7 @@ TEST_LIMITS = Limits(
     output_file_bytes=1024 * 1024,
 )
 MakeBox = Callable[..., Awaitable[Box]]
+EngineWith = Callable[[Limits], Awaitable[Engine]]
 Run = Callable[..., Awaitable[ExecResult]]
 
 
@@ -42,3 +46,13 @@ def read(engine: Engine, box: Box, path: str) -> bytes:
     """A workspace file's contents, as the files API reads them."""
     with engine.open_file(box, path, 1024 * 1024) as file:
         return file.read()
+
+
+async def drained(cgroup: Cgroup, within_s: float = 2.0) -> list[int]:
+    """The cgroup's pids once it is empty, or when ``within_s`` ran out. On the fork path a
+    finished execution's processes are already killed when it returns, but pid 1 of its
+    namespace (the forked interpreter) is still being torn down for a few milliseconds."""
+    deadline = time.monotonic() + within_s
+    while cgroup.pids(recursive=True) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return cgroup.pids(recursive=True)

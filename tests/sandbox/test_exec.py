@@ -9,7 +9,7 @@ import pytest
 
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.types import Box, ExecRequest
-from tests.sandbox.sandbox_support import TEST_LIMITS, MakeBox, Run
+from tests.sandbox.sandbox_support import TEST_LIMITS, EngineWith, MakeBox, Run
 
 pytestmark = pytest.mark.sandbox
 
@@ -98,8 +98,8 @@ async def test_too_large_output_file_is_flagged_not_copied(box: Box, run: Run) -
     ok.staged.unlink()
 
 
-async def test_output_file_count_is_capped_with_a_note(engine: BwrapEngine, make_box: MakeBox) -> None:
-    capped = BwrapEngine(replace(TEST_LIMITS, output_files=3), engine.state_dir, None)
+async def test_output_file_count_is_capped_with_a_note(engine_with: EngineWith, make_box: MakeBox) -> None:
+    capped = await engine_with(replace(TEST_LIMITS, output_files=3))
     box = await make_box(capped)
     result = await capped.execute(box, ExecRequest("bash", "cd $OUTPUT_DIR && touch e d c b a"))
     assert [f.filename for f in result.files] == ["a", "b", "c"]  # the first by name
@@ -127,8 +127,8 @@ async def test_request_timeout_applies(box: Box, run: Run) -> None:
     assert "timed out after 0.5 seconds" in result.stderr
 
 
-async def test_request_timeout_is_capped_by_the_limit(engine: BwrapEngine, make_box: MakeBox) -> None:
-    strict = BwrapEngine(replace(TEST_LIMITS, timeout_s=0.5), engine.state_dir, None)
+async def test_request_timeout_is_capped_by_the_limit(engine_with: EngineWith, make_box: MakeBox) -> None:
+    strict = await engine_with(replace(TEST_LIMITS, timeout_s=0.5))
     box = await make_box(strict)
     result = await strict.execute(box, ExecRequest("bash", "sleep 30", timeout_s=1000))
     assert result.timed_out

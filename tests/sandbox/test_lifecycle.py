@@ -15,7 +15,7 @@ from execbox.errors import Overloaded, SandboxUnavailable
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box, ExecRequest
-from tests.sandbox.sandbox_support import TEST_LIMITS, MakeBox, Run, host_pids_of
+from tests.sandbox.sandbox_support import TEST_LIMITS, EngineWith, MakeBox, Run, host_pids_of
 
 
 def _loop_devices_of(image: Path) -> str:
@@ -23,12 +23,12 @@ def _loop_devices_of(image: Path) -> str:
 
 
 @pytest.mark.sandbox
-async def test_box_survives_close_and_reopen(engine: BwrapEngine, box: Box, run: Run) -> None:
+async def test_box_survives_close_and_reopen(engine: BwrapEngine, engine_with: EngineWith, box: Box, run: Run) -> None:
     await run(box, "open('kept.txt', 'w').write('still here')")
     await engine.close_box(box)
     assert not os.path.ismount(box.mount)
     assert not any(d.exists() for d in Cgroup.for_box(box.id).dirs)
-    restarted = BwrapEngine(TEST_LIMITS, engine.state_dir, None)  # a new server process
+    restarted = await engine_with(TEST_LIMITS)  # a new server process
     await restarted.open_box(box)
     assert os.path.ismount(box.mount)
     result = await restarted.execute(box, ExecRequest("python", "print(open('kept.txt').read())"))
@@ -48,12 +48,15 @@ async def test_a_crashed_server_leaves_no_process_behind(engine: BwrapEngine, bo
     server = (
         "import asyncio\n"
         "from pathlib import Path\n"
-        "from execbox.sandbox.bwrap import BwrapEngine\n"
+        f"from {type(engine).__module__} import {type(engine).__name__} as Engine\n"
         "from execbox.sandbox.types import Box, ExecRequest, Limits\n"
         f"box = Box({box.id!r}, {box.uid}, Path({str(box.root)!r}))\n"
-        f"engine = BwrapEngine(Limits(), Path({str(engine.state_dir)!r}), None)\n"
+        f"engine = Engine(Limits(), Path({str(engine.state_dir)!r}), None)\n"
         "command = 'setsid sleep 1000 & (sleep 1000 &); sleep 1000'\n"
-        "asyncio.run(engine.execute(box, ExecRequest('bash', command)))\n"
+        "async def main():\n"
+        "    await engine.start()\n"
+        "    await engine.execute(box, ExecRequest('bash', command))\n"
+        "asyncio.run(main())\n"
     )
     crashed = subprocess.Popen([sys.executable, "-c", server])
     cgroup = Cgroup.for_box(box.id)

@@ -9,16 +9,16 @@ import sys
 import pytest
 
 from execbox.errors import InvalidRequest
-from execbox.sandbox.bwrap import BwrapEngine, _read_capped
+from execbox.sandbox.bwrap import BwrapEngine, read_capped
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box
-from tests.sandbox.sandbox_support import TEST_LIMITS, Run, host_pids_of
+from tests.sandbox.sandbox_support import TEST_LIMITS, Run, drained, host_pids_of
 
 pytestmark = pytest.mark.sandbox
 
 
-def _assert_nothing_left(box: Box) -> None:
-    assert Cgroup.for_box(box.id).pids() == []
+async def _assert_nothing_left(box: Box) -> None:
+    assert await drained(Cgroup.for_box(box.id)) == []
     assert host_pids_of(box.uid) == []
 
 
@@ -71,10 +71,10 @@ async def test_fork_bomb_is_contained(box: Box, run: Run) -> None:
     assert error == "EAGAIN"
     assert int(children) < TEST_LIMITS.pids
     assert not result.timed_out
-    _assert_nothing_left(box)
+    await _assert_nothing_left(box)
     bash = await run(box, ":(){ :|:& };:; echo done", kind="bash")
     assert "done" in bash.stdout and not bash.timed_out
-    _assert_nothing_left(box)
+    await _assert_nothing_left(box)
 
 
 async def test_disk_full_surfaces_as_enospc(engine: BwrapEngine, box: Box, run: Run) -> None:
@@ -121,13 +121,13 @@ async def test_timeout_kills_sleepers_and_daemons(box: Box, run: Run) -> None:
     assert result.timed_out and result.return_code != 0
     assert result.stdout == "started\n"
     assert "timed out after 1 seconds" in result.stderr
-    _assert_nothing_left(box)
+    await _assert_nothing_left(box)
 
 
 async def test_no_process_outlives_a_normal_execution(box: Box, run: Run) -> None:
     result = await run(box, "(sleep 1000 &); setsid sh -c 'trap \"\" TERM; sleep 1000' & echo bye", kind="bash")
     assert (result.stdout, result.return_code, result.timed_out) == ("bye\n", 0, False)
-    _assert_nothing_left(box)
+    await _assert_nothing_left(box)
 
 
 async def test_output_flood_is_truncated_with_a_marker(box: Box, run: Run) -> None:
@@ -153,7 +153,7 @@ async def test_a_trickle_of_tiny_writes_is_read_in_batches() -> None:
         sys.executable, "-c", f"import os\nfor _ in range({writes}): os.write(1, b'x')", stdout=write_end
     )
     os.close(write_end)
-    _, output = await _read_capped(os.fdopen(read_end, "rb", buffering=0), 1000)
+    _, output = await read_capped(os.fdopen(read_end, "rb", buffering=0), 1000)
     kept, truncated = await output.done
     assert await writer.wait() == 0
     assert (kept, truncated) == (b"x" * 1000, True)

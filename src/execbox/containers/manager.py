@@ -100,8 +100,9 @@ class ContainerManager:
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Reopen surviving containers' disks and start the reaper."""
+        """Start the engine, reopen surviving containers' disks and start the reaper."""
         self.boxes_dir.mkdir(parents=True, exist_ok=True)
+        await self.engine.start()
         for row in await asyncio.to_thread(self.store.active):
             if row.expires_at <= utcnow():
                 await self._free(row)
@@ -126,6 +127,7 @@ class ContainerManager:
                     await self.engine.close_box(self._box(row))
                 except Exception:
                     log.exception("container %s could not be closed", row.id)
+        await self.engine.stop()
 
     async def create(self, workspace: str) -> Container:
         """A new container; TooManyContainers if the workspace has ``max_containers`` live ones."""

@@ -37,7 +37,17 @@ from execbox.errors import SandboxUnavailable
 from execbox.sandbox import cgroups, disk, editor, fsutil, policy, seccomp
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.runtime import MPL_CACHE, is_complete, resolve_runtime_dir, runtime_python
-from execbox.sandbox.types import OUTPUT_DIR, Box, EditRequest, EditResult, ExecRequest, ExecResult, Limits
+from execbox.sandbox.types import (
+    OUTPUT_DIR,
+    Box,
+    EditRequest,
+    EditResult,
+    ExecRequest,
+    ExecResult,
+    Limits,
+    OutputCallback,
+    OutputFile,
+)
 from execbox.settings import format_size
 
 log = logging.getLogger("execbox.sandbox")
@@ -63,8 +73,10 @@ TRICKLE_PAUSE_S = 0.01
 class _CappedOutput(asyncio.Protocol):
     """Reads one output pipe to its end: keeps the first ``cap`` bytes, drops the rest."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, name: str = "stdout", on_data: OutputCallback | None = None) -> None:
         self.cap = cap
+        self.name = name
+        self.on_data = on_data
         self.kept = bytearray()
         self.truncated = False
         self.reads = 0
@@ -78,6 +90,8 @@ class _CappedOutput(asyncio.Protocol):
         room = self.cap - len(self.kept)
         if room > 0:
             self.kept += data[:room]
+            if self.on_data is not None:
+                self.on_data(self.name, data[:room])
         self.truncated = self.truncated or len(data) > room
         self.reads += 1
         if self.reads > EAGER_READS and len(data) < SMALL_READ:
@@ -89,24 +103,28 @@ class _CappedOutput(asyncio.Protocol):
             self.done.set_result((bytes(self.kept), self.truncated))
 
 
-async def _read_capped(pipe: BinaryIO, cap: int) -> tuple[asyncio.ReadTransport, _CappedOutput]:
+async def read_capped(
+    pipe: BinaryIO, cap: int, name: str = "stdout", on_data: OutputCallback | None = None
+) -> tuple[asyncio.ReadTransport, _CappedOutput]:
     """Start reading ``pipe`` (closed at its end) into a ``_CappedOutput``."""
-    transport, output = await asyncio.get_running_loop().connect_read_pipe(lambda: _CappedOutput(cap), pipe)
+    transport, output = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: _CappedOutput(cap, name, on_data), pipe
+    )
     return transport, output
 
 
-def _decode(data: bytes, truncated: bool) -> str:
+def decode_output(data: bytes, truncated: bool) -> str:
     text = data.decode("utf-8", errors="replace")
     if truncated:
         text += f"\n[execbox: output truncated after {len(data)} bytes]"
     return text
 
 
-def _add_line(text: str, line: str) -> str:
+def add_line(text: str, line: str) -> str:
     return f"{text}\n{line}" if text and not text.endswith("\n") else text + line
 
 
-def _memfd(name: str, data: bytes) -> int:
+def memfd(name: str, data: bytes) -> int:
     fd = os.memfd_create(name)
     try:
         view = memoryview(data)
@@ -145,8 +163,19 @@ class BwrapEngine:
         self.use_loop = True
         self._prepared = False
         self._etc: policy.Etc | None = None
+        self._masked_dirs: frozenset[str] = frozenset()
+        self._clean_outputs: set[str] = set()  # boxes whose outputs directory is empty
 
     # --- set-up -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await asyncio.to_thread(self._prepare)
+        except SandboxUnavailable as exc:  # reported again by every box operation
+            log.error("%s", exc.message)
+
+    async def stop(self) -> None:
+        pass
 
     def _prepare(self) -> None:
         """Check the host once and build what every run shares (seccomp filter, /etc)."""
@@ -176,6 +205,7 @@ class BwrapEngine:
         _check_reachable(self.state_dir)
         seccomp.export(self.seccomp_path)
         self._etc = policy.build_etc()
+        self._masked_dirs = policy.masked_dirs()
         self._prepared = True
 
     @property
@@ -213,7 +243,13 @@ class BwrapEngine:
         elif not box.workspace.is_dir():
             raise SandboxUnavailable(f"The files of box {box.id} are gone ({box.workspace}).")
         if cg := self._cgroup(box):
-            await asyncio.to_thread(cg.create, self.limits)
+            await asyncio.to_thread(self._reset_cgroup, cg)
+
+    def _reset_cgroup(self, cg: Cgroup) -> None:
+        """(Re)create a reopened box's cgroups; a process found there outlived the server
+        that ran it (it may have cleared its parent-death signal): it is killed."""
+        cg.create(self.limits)
+        cg.kill(recursive=True)
 
     async def close_box(self, box: Box) -> None:
         if cg := self._cgroup(box):
@@ -250,6 +286,41 @@ class BwrapEngine:
     async def execute(self, box: Box, request: ExecRequest) -> ExecResult:
         await self._ensure_open(box)
         timeout = self.limits.timeout_s if request.timeout_s is None else min(request.timeout_s, self.limits.timeout_s)
+        # The outputs directory is made once, with the box, and emptied around every run
+        # rather than recreated: making a directory can fail once sandboxed code has filled
+        # the disk, and the box must stay usable (to delete files) when it is full. Emptied
+        # after a run, it stays empty until the next one unless a process of the box
+        # outlived its run (a live kernel's): only then is it emptied before, too.
+        if not self._outputs_clean(box):
+            await asyncio.to_thread(fsutil.empty_dir, box.outputs)
+        try:
+            result = await self._execute(box, request, timeout)
+        except BaseException:
+            await asyncio.to_thread(fsutil.empty_dir, box.outputs)
+            raise
+        result.files, left_out = await asyncio.to_thread(self._take_outputs, box)
+        if left_out:
+            result.stderr = add_line(
+                result.stderr, f"[execbox: {left_out} more files in {OUTPUT_DIR} were not returned; "
+                f"at most {self.limits.output_files} are returned per execution]",
+            )
+        return result
+
+    def _outputs_clean(self, box: Box) -> bool:
+        """Whether ``box``'s outputs directory is known to be empty now."""
+        return box.id in self._clean_outputs
+
+    def _take_outputs(self, box: Box) -> tuple[list[OutputFile], int]:
+        """Stage the files of ``$OUTPUT_DIR`` and empty it (in a worker thread)."""
+        self._clean_outputs.discard(box.id)
+        try:
+            return fsutil.collect_outputs(box.outputs, self.staging_dir, self.limits)
+        finally:
+            fsutil.empty_dir(box.outputs)
+            self._clean_outputs.add(box.id)
+
+    async def _execute(self, box: Box, request: ExecRequest, timeout: float) -> ExecResult:
+        """Run the code itself (the outputs directory is handled around it)."""
         source = request.source.encode(errors="surrogatepass")  # any str, even a lone surrogate
         command: list[str | bytes]
         if request.kind == "python":
@@ -258,23 +329,9 @@ class BwrapEngine:
             command, files = [BASH, "-c", source], {}
         else:
             command, files = [BASH, f"{policy.RUN_DIR}/main.sh"], {"main.sh": source}
-        # The outputs directory is made once, with the box, and emptied around every run
-        # rather than recreated: making a directory can fail once sandboxed code has filled
-        # the disk, and the box must stay usable (to delete files) when it is full.
-        await asyncio.to_thread(fsutil.empty_dir, box.outputs)
-        try:
-            result = await self._run(box, command, files, timeout, self.limits.output_bytes, box.outputs)
-            result.files, left_out = await asyncio.to_thread(
-                fsutil.collect_outputs, box.outputs, self.staging_dir, self.limits
-            )
-            if left_out:
-                result.stderr = _add_line(
-                    result.stderr, f"[execbox: {left_out} more files in {OUTPUT_DIR} were not returned; "
-                    f"at most {self.limits.output_files} are returned per execution]",
-                )
-        finally:
-            await asyncio.to_thread(fsutil.empty_dir, box.outputs)
-        return result
+        return await self._run(
+            box, command, files, timeout, self.limits.output_bytes, box.outputs, on_output=request.on_output
+        )
 
     async def edit(self, box: Box, request: EditRequest) -> EditResult:
         await self._ensure_open(box)
@@ -299,7 +356,7 @@ class BwrapEngine:
 
     async def _run(
         self, box: Box, command: Sequence[str | bytes], files: dict[str, bytes], timeout_s: float, output_bytes: int,
-        outputs: Path | None = None,
+        outputs: Path | None = None, on_output: OutputCallback | None = None,
     ) -> ExecResult:
         """Run ``command`` in a fresh sandbox over ``box``; never leaves a process behind."""
         cg = self._cgroup(box)
@@ -313,21 +370,23 @@ class BwrapEngine:
 
         fds: list[int] = []  # for bwrap
         try:
-            for pipe in pipes:  # first: once the sandbox runs, nothing may delay the kill below
-                readers.append(await _read_capped(pipe, output_bytes))
+            for name, pipe in zip(("stdout", "stderr"), pipes, strict=True):
+                # first: once the sandbox runs, nothing may delay the kill below
+                readers.append(await read_capped(pipe, output_bytes, name, on_output))
             fds.append(seccomp_fd := os.open(self.seccomp_path, os.O_RDONLY | os.O_CLOEXEC))
             assert self._etc is not None, "prepared by _check_box"
             # /etc's files go in as fresh memfds (~70 us a run): a bound host directory
             # would show the server's data path in the sandbox's mount table.
-            etc_files = {name: _memfd(name, data) for name, data in self._etc.files.items()}
+            etc_files = {name: memfd(name, data) for name, data in self._etc.files.items()}
             fds += etc_files.values()
-            run_files = {name: _memfd(name, data) for name, data in files.items()}
+            run_files = {name: memfd(name, data) for name, data in files.items()}
             fds += run_files.values()
             args = policy.bwrap_args(
                 runtime_dir=self.runtime_dir, etc=self._etc, etc_files=etc_files, workspace=box.workspace,
-                tmp=box.tmp, outputs=outputs, seccomp_fd=seccomp_fd, run_files=run_files,
+                tmp=box.tmp, outputs=outputs, seccomp_fd=seccomp_fd, run_files=run_files, cpus=self.limits.cpus,
+                masked_dirs=self._masked_dirs,
             )
-            fds.append(args_fd := _memfd("bwrap-args", b"".join(a.encode() + b"\0" for a in args)))
+            fds.append(args_fd := memfd("bwrap-args", b"".join(a.encode() + b"\0" for a in args)))
             argv = [*self._launcher(box, cg), "bwrap", "--args", str(args_fd), "--", *command]
             oom_before = cg.oom_kills() if cg else 0
             started = time.monotonic()
@@ -365,17 +424,24 @@ class BwrapEngine:
             stop_reading()
             raise SandboxUnavailable("A sandbox did not terminate after being killed.") from None
         return_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-        stderr = _decode(err, err_cut)
         oom_killed = bool(cg) and cg.oom_kills() > oom_before
+        return self._result(out, out_cut, err, err_cut, return_code, duration, timed_out, oom_killed, timeout_s)
+
+    def _result(
+        self, out: bytes, out_cut: bool, err: bytes, err_cut: bool, return_code: int, duration: float,
+        timed_out: bool, oom_killed: bool, timeout_s: float,
+    ) -> ExecResult:
+        """An ExecResult, with the line that explains a timeout or an OOM kill."""
+        stderr = decode_output(err, err_cut)
         if timed_out:
-            stderr = _add_line(stderr, f"[execbox: execution timed out after {timeout_s:g} seconds]")
+            stderr = add_line(stderr, f"[execbox: execution timed out after {timeout_s:g} seconds]")
         elif oom_killed:
-            stderr = _add_line(stderr, "MemoryError: the execution was killed for exceeding the container's "
+            stderr = add_line(stderr, "MemoryError: the execution was killed for exceeding the container's "
                                f"memory limit ({format_size(self.limits.memory_bytes)})")
         if (timed_out or oom_killed) and return_code == 0:
             return_code = 137
         return ExecResult(
-            stdout=_decode(out, out_cut), stderr=stderr, return_code=return_code, duration_s=duration,
+            stdout=decode_output(out, out_cut), stderr=stderr, return_code=return_code, duration_s=duration,
             timed_out=timed_out, oom_killed=oom_killed, stdout_truncated=out_cut, stderr_truncated=err_cut,
         )
 

@@ -7,6 +7,7 @@ fresh namespaces over that box and returns when the tree is gone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
@@ -61,13 +62,24 @@ class Box:
         return self.mount / "outputs"
 
 
+# Receives output as it is produced: ("stdout" | "stderr", bytes), within the output caps.
+OutputCallback = Callable[[str, bytes], None]
+
+
 @dataclass(frozen=True)
 class ExecRequest:
-    """One execution: Python source (``python``) or a bash command line (``bash``)."""
+    """One execution: Python source (``python``) or a bash command line (``bash``).
+
+    ``session``: run Python in the box's live kernel, whose variables, imports and
+    functions persist to its next session cell (the fork-server path; see
+    ``forkengine.py``). Otherwise each execution starts from a fresh interpreter.
+    """
 
     kind: Literal["python", "bash"]
     source: str
     timeout_s: float | None = None  # None: the configured default; capped by it otherwise
+    session: bool = False
+    on_output: OutputCallback | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,8 @@ class OutputFile:
 
 @dataclass
 class ExecResult:
+    """``path`` says which engine ran it: ``fork`` (fork server) or ``bwrap`` (reference)."""
+
     stdout: str
     stderr: str
     return_code: int
@@ -95,6 +109,7 @@ class ExecResult:
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     files: list[OutputFile] = field(default_factory=list)
+    path: Literal["fork", "bwrap"] = "bwrap"
 
 
 @dataclass(frozen=True)
@@ -142,6 +157,10 @@ class Engine(Protocol):
 
     limits: Limits
 
+    async def start(self) -> None:
+        """Prepare the host (once, at server start); a no-op when already done."""
+    async def stop(self) -> None:
+        """Release what ``start`` made (live kernels are checkpointed first)."""
     async def create_box(self, box: Box) -> None: ...
     async def open_box(self, box: Box) -> None:
         """Make an existing box usable again (remount its disk after a restart)."""
