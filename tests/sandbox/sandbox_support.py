@@ -48,11 +48,11 @@ def read(engine: Engine, box: Box, path: str) -> bytes:
         return file.read()
 
 
-async def drained(cgroup: Cgroup, within_s: float = 2.0) -> list[int]:
-    """The cgroup's pids once it is empty, or when ``within_s`` ran out. On the fork path a
-    finished execution's processes are already killed when it returns, but pid 1 of its
-    namespace (the forked interpreter) is still being torn down for a few milliseconds."""
+async def drained(cgroup: Cgroup, within_s: float = 2.0, leaving: tuple[int, ...] = ()) -> list[int]:
+    """The cgroup's pids once only ``leaving`` are left, or when ``within_s`` ran out. On the
+    fork path a finished execution's processes are already killed when it returns, but pid 1
+    of its namespace (the forked interpreter) is still being torn down for a few ms."""
     deadline = time.monotonic() + within_s
-    while cgroup.pids(recursive=True) and time.monotonic() < deadline:
+    while sorted(cgroup.pids(recursive=True)) != sorted(leaving) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    return cgroup.pids(recursive=True)
+    return sorted(cgroup.pids(recursive=True))

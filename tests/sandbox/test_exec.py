@@ -140,3 +140,11 @@ async def test_odd_source_text_reaches_the_interpreter(box: Box, run: Run) -> No
     assert nul.return_code != 0 and "cannot execute binary file" in nul.stderr  # bash's own verdict
     surrogate = await run(box, "print('\ud800')")
     assert surrogate.return_code == 1 and "SyntaxError" in surrogate.stderr
+
+
+async def test_every_execution_draws_fresh_random_numbers(box: Box, run: Run) -> None:
+    # Forks of one interpreter share its RNG state unless each reseeds (numpy's never would).
+    code = "import random, numpy\nprint(random.random(), numpy.random.rand())"
+    first, second = await run(box, code), await run(box, code)
+    assert first.return_code == 0 and first.stdout != second.stdout
+    assert first.stdout.split()[0] != second.stdout.split()[0] and first.stdout.split()[1] != second.stdout.split()[1]

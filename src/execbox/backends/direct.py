@@ -13,9 +13,10 @@ tool call per turn; the info string selects the action:
 - ```` ```error STATUS ````: the model itself fails with that HTTP status (body: the message),
   as an upstream model would; handy for testing failures in the middle of a turn.
 
-With ``code_execution`` (20250522) Python runs as is and bash through ``subprocess.run``;
-text editor blocks are skipped. With ``bash_code_execution`` (20250825 and later) Python runs
-as ``python3`` fed by a heredoc. Blocks whose tool is not offered are skipped. Which blocks
+Python runs as is through ``code_execution`` where it is offered: 20250522 (bash then
+through ``subprocess.run``; text editor blocks are skipped), and 20260120/20260521, where the
+cells share the container's live interpreter (REPL state). With 20250825 Python runs as
+``python3`` fed by a heredoc through ``bash_code_execution``. Blocks whose tool is not offered are skipped. Which blocks
 already ran is read from the conversation (the tool calls after the last user text), so
 ``pause_turn`` continuations and client tool replies resume where the turn left off.
 After the last block it answers with the last result's output (stdout, or stderr if the
@@ -167,14 +168,14 @@ def _call_for(kind: str, argument: str, body: str, offered: dict[str, Any]) -> _
         if not isinstance(tool_input, dict):
             raise InvalidRequest(f"The input of the ```tool {argument} block is not a JSON object.")
         return _Call(argument, tool_input)
+    if kind in ("python", "py") and "code_execution" in offered:  # 20250522, and the REPL versions
+        return _Call("code_execution", {"code": body})
     if "bash_code_execution" in offered:
         if kind in ("python", "py"):
             return _Call("bash_code_execution", {"command": _python_heredoc(body)})
         if kind in ("bash", "sh"):
             return _Call("bash_code_execution", {"command": body})
     if "code_execution" in offered:
-        if kind in ("python", "py"):
-            return _Call("code_execution", {"code": body})
         if kind in ("bash", "sh"):
             run = f"subprocess.run({body!r}, shell=True, executable='/bin/bash')"
             return _Call("code_execution", {"code": f"import subprocess\nraise SystemExit({run}.returncode)\n"})

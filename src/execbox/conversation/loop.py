@@ -79,9 +79,9 @@ from execbox.settings import Settings
 log = logging.getLogger("execbox.messages")
 
 
-def tool_specs(params: MessageInput) -> list[ToolSpec]:
+def tool_specs(params: MessageInput, cell_limit_s: float = 90.0) -> list[ToolSpec]:
     """The tools the model is offered: the code tool's server tools, then the client tools."""
-    specs = server_tools(params.code_tool.type) if params.code_tool else []
+    specs = server_tools(params.code_tool.type, cell_limit_s) if params.code_tool else []
     for tool in params.client_tools:
         if tool.name in SERVER_TOOLS:
             raise InvalidRequest(f"tools: `{tool.name}` is the name of a code execution tool; rename the client tool.")
@@ -89,7 +89,9 @@ def tool_specs(params: MessageInput) -> list[ToolSpec]:
     return specs
 
 
-def model_request(params: MessageInput, messages: list[dict[str, Any]], max_tokens: int) -> ModelRequest:
+def model_request(
+    params: MessageInput, messages: list[dict[str, Any]], max_tokens: int, cell_limit_s: float = 90.0
+) -> ModelRequest:
     """A backend request for ``params`` over ``messages`` (shown to the model as ``model_view``)."""
     extra: dict[str, Any] = {"thinking": params.thinking} if params.thinking else {}
     stop_sequences: list[str] = []
@@ -110,7 +112,7 @@ def model_request(params: MessageInput, messages: list[dict[str, Any]], max_toke
         system=system
         if system is None or isinstance(system, str)
         else [b.model_dump(exclude_unset=True) for b in system],
-        tools=tool_specs(params),
+        tools=tool_specs(params, cell_limit_s),
         tool_choice=tool_choice,
         stop_sequences=stop_sequences,
         extra=extra,
@@ -172,7 +174,9 @@ class Conversation:
 
     async def count_tokens(self, params: MessageInput) -> int:
         backend = self.backends.for_model(params.model)
-        return await backend.count_tokens(model_request(params, history_of(params), max_tokens=1))
+        return await backend.count_tokens(
+            model_request(params, history_of(params), max_tokens=1, cell_limit_s=self.settings.exec_timeout)
+        )
 
 
 class Turn:
@@ -267,7 +271,7 @@ class Turn:
         limit = max(1, self._settings.max_tool_iterations)
         if params.max_tokens == 0:
             # Cache pre-warming: nothing is generated.
-            request = model_request(params, self.history, max_tokens=0)
+            request = model_request(params, self.history, max_tokens=0, cell_limit_s=self._settings.exec_timeout)
             usage.input_tokens = self.prompt_tokens = await self.backend.count_tokens(request)
             self._stop("max_tokens")
             return
@@ -285,7 +289,9 @@ class Turn:
             if remaining <= 0:
                 self._stop("max_tokens")
                 return
-            request = model_request(params, self._conversation_so_far(), remaining)
+            request = model_request(
+                params, self._conversation_so_far(), remaining, cell_limit_s=self._settings.exec_timeout
+            )
             if self.model_calls and request.tool_choice and request.tool_choice["type"] in ("any", "tool"):
                 # A forced tool choice applies to the first step only, or the loop would never end.
                 request.tool_choice = {**request.tool_choice, "type": "auto"}
@@ -345,7 +351,8 @@ class Turn:
         self.executions += 1
         yield None
         try:
-            request = sandbox_request(name, call.get("input") or {})
+            version = self.params.code_tool.type if self.params.code_tool else None
+            request = sandbox_request(name, call.get("input") or {}, version)
         except InvalidToolInput as exc:
             self._invalid_inputs[tool_use_id] = str(exc)
             result: CodeToolResultBlock = error_block(name, tool_use_id, "invalid_tool_input", str(exc))
@@ -376,7 +383,8 @@ class Turn:
         server_usage.execution_time_seconds = round(
             server_usage.execution_time_seconds + execution.result.duration_s, 3
         )
-        return execution_block(name, tool_use_id, execution, names)
+        cell_limit_s = self._settings.exec_timeout if request.session else None
+        return execution_block(name, tool_use_id, execution, names, cell_limit_s=cell_limit_s)
 
     async def _refresh_container(self) -> None:
         """Executions push the container's expiry back: report the latest."""

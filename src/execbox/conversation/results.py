@@ -6,6 +6,7 @@ configured, which uses the older documents' ``code_execution_exceeded`` and ``co
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from execbox.containers.manager import Execution
@@ -50,15 +51,28 @@ def error_block(name: str, tool_use_id: str, error_code: str, message: str | Non
     )
 
 
-def execution_block(name: str, tool_use_id: str, execution: Execution, names: ErrorNames) -> CodeToolResultBlock:
+DETECTION_TIMEOUT = "detection_timeout: cell exceeded the {limit:g} s wall-clock limit"
+
+
+def execution_block(
+    name: str, tool_use_id: str, execution: Execution, names: ErrorNames, *, cell_limit_s: float | None = None
+) -> CodeToolResultBlock:
     """The result of a ``code_execution`` or ``bash_code_execution`` call.
 
     A non-zero exit is a normal result. An output file over the size cap makes the bash
     result an ``output_file_too_large`` error; the Python tool has no such code, so there
-    the file is just left out.
+    the file is just left out. A timeout is ``execution_time_exceeded``, except for a REPL
+    cell (with its ``cell_limit_s``): that is a normal result keeping the output so far, return code
+    1 and a ``detection_timeout`` line on stderr (the contract addendum's A1).
     """
     result = execution.result
-    if result.timed_out:
+    if result.timed_out and cell_limit_s is not None:
+        stderr = "\n".join(
+            line for line in result.stderr.splitlines() if not line.startswith("[execbox: execution timed out")
+        )
+        line = DETECTION_TIMEOUT.format(limit=cell_limit_s)
+        result = replace(result, stderr=(stderr + "\n" if stderr else "") + line + "\n", return_code=1)
+    elif result.timed_out:
         return error_block(name, tool_use_id, ERROR_CODES[names]["timeout"])
     stored = [generated.file.id for generated in execution.files if generated.file is not None]
     if name == "code_execution":

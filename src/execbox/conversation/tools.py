@@ -2,7 +2,9 @@
 
 The model sees each server tool under its own name and input schema: ``code_execution``
 ``{code}`` for 20250522; ``bash_code_execution`` ``{command}`` and
-``text_editor_code_execution`` ``{command, path, ...}`` for 20250825 and later versions.
+``text_editor_code_execution`` ``{command, path, ...}`` for 20250825; all three for
+20260120 and 20260521, whose ``code_execution`` cells run in the container's live Python
+interpreter (variables, imports and functions persist between calls and requests).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from execbox.backends.base import ToolSpec
-from execbox.protocol.messages import PYTHON_TOOL
+from execbox.protocol.messages import CELL_LIMIT_TOOL, PYTHON_TOOL, REPL_TOOLS
 from execbox.sandbox.types import OUTPUT_DIR, WORKSPACE, EditRequest, ExecRequest
 
 LIBRARIES = (
@@ -36,6 +38,32 @@ CODE_EXECUTION = ToolSpec(
     },
     server=True,
 )
+
+_REPL = (
+    "Run Python code in this container's persistent Python interpreter and get its stdout, stderr and return "
+    "code. Variables, imports, functions and open figures from earlier calls stay defined for later calls (and "
+    "later requests that reuse the container), like cells of a notebook; an exception ends only its own call. "
+    "Top-level `await` works. If the interpreter has to restart, stderr says so and earlier variables are gone "
+    "(files stay). "
+)
+
+
+def repl_code_execution(version: str, cell_limit_s: float) -> ToolSpec:
+    """``code_execution`` of the REPL versions (20260521's description states its cell limit)."""
+    limit = ""
+    if version == CELL_LIMIT_TOOL:
+        limit = (
+            f"Each call may run for at most {cell_limit_s:g} seconds of wall-clock time; a call over it stops with "
+            f"return code 1 and a `detection_timeout` line on stderr, and the interpreter restarts. "
+        )
+    return ToolSpec(
+        name="code_execution",
+        description=_REPL + limit + _ENVIRONMENT.replace("but each call starts a new process", "and so does Python "
+                                                         "state (bash calls each start a new shell)"),
+        input_schema=CODE_EXECUTION.input_schema,
+        server=True,
+    )
+
 
 BASH_CODE_EXECUTION = ToolSpec(
     name="bash_code_execution",
@@ -80,10 +108,12 @@ TEXT_EDITOR_CODE_EXECUTION = ToolSpec(
 SERVER_TOOLS = {tool.name: tool for tool in (CODE_EXECUTION, BASH_CODE_EXECUTION, TEXT_EDITOR_CODE_EXECUTION)}
 
 
-def server_tools(version: str) -> list[ToolSpec]:
+def server_tools(version: str, cell_limit_s: float = 90.0) -> list[ToolSpec]:
     """The tools the model is offered for a code execution tool ``version``."""
     if version == PYTHON_TOOL:
         return [CODE_EXECUTION]
+    if version in REPL_TOOLS:
+        return [repl_code_execution(version, cell_limit_s), BASH_CODE_EXECUTION, TEXT_EDITOR_CODE_EXECUTION]
     return [BASH_CODE_EXECUTION, TEXT_EDITOR_CODE_EXECUTION]
 
 
@@ -91,10 +121,11 @@ class InvalidToolInput(ValueError):
     """The model called a server tool with input that does not fit its schema."""
 
 
-def sandbox_request(name: str, tool_input: dict[str, Any]) -> ExecRequest | EditRequest:
-    """The sandbox request a server tool call asks for (InvalidToolInput if its input is wrong)."""
+def sandbox_request(name: str, tool_input: dict[str, Any], version: str | None = None) -> ExecRequest | EditRequest:
+    """The sandbox request a server tool call asks for (InvalidToolInput if its input is wrong).
+    Under the REPL versions, Python runs in the container's live interpreter (``session``)."""
     if name == "code_execution":
-        return ExecRequest(kind="python", source=_string(tool_input, "code"))
+        return ExecRequest(kind="python", source=_string(tool_input, "code"), session=version in REPL_TOOLS)
     if name == "bash_code_execution":
         return ExecRequest(kind="bash", source=_string(tool_input, "command"))
     command = tool_input.get("command")

@@ -28,11 +28,20 @@ class ExecParams(BaseModel):
     code: str | None = None
     command: str | None = None
     timeout: float | None = Field(None, gt=0, description="Seconds; capped by the server's limit.")
+    session: bool = Field(
+        False, description="Python only: run in the container's live interpreter, whose variables, imports and "
+        "functions persist between session calls (otherwise every call starts a fresh interpreter)."
+    )
+    stream: bool = Field(
+        False, description="Answer with NDJSON: `stdout`/`stderr` events as output is produced, then `result`."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ExecParams":
         if (self.code is None) == (self.command is None):
             raise ValueError("send exactly one of `code` (Python) or `command` (bash)")
+        if self.session and self.code is None:
+            raise ValueError("`session` applies to Python `code` only")
         return self
 
 
@@ -55,6 +64,27 @@ class ExecOutput(BaseModel):
     stdout_truncated: bool
     stderr_truncated: bool
     oom_killed: bool
+    runtime: Literal["fork", "bwrap"]  # which execution path ran it: the fork server, or the reference path
+
+
+class ExecOutputEvent(BaseModel):
+    """A line of a streamed exec: output as it is produced (within the output caps)."""
+
+    type: Literal["stdout", "stderr"]
+    text: str
+
+
+class ExecResultEvent(ExecOutput):
+    """The last line of a streamed exec: the whole result, as the non-streamed call returns it."""
+
+    type: Literal["result"] = "result"
+
+
+class ExecErrorEvent(BaseModel):
+    """The last line of a streamed exec that failed after it started (e.g. the container was deleted)."""
+
+    type: Literal["error"] = "error"
+    error: dict[str, str]
 
 
 class ContainerFile(BaseModel):

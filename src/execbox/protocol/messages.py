@@ -17,6 +17,10 @@ from execbox.errors import InvalidRequest
 
 PYTHON_TOOL = "code_execution_20250522"
 BASH_TOOLS = ("code_execution_20250825", "code_execution_20260120", "code_execution_20260521")
+# Versions whose Python cells run in the container's live interpreter (REPL state).
+REPL_TOOLS = ("code_execution_20260120", "code_execution_20260521")
+# The version whose tool description states the cell time limit.
+CELL_LIMIT_TOOL = "code_execution_20260521"
 # Sent by SDK >= 2.0; it drops sampling parameters and a few legacy input forms.
 STRICT_VERSION = "2026-10-21"
 

@@ -199,7 +199,9 @@ class CgroupV1(Cgroup):
         return found + _pids(freezer / KERNEL_LEAF / "cgroup.procs") if recursive else found
 
     def oom_kills(self) -> int:
-        return _counter(self._dir("memory") / "memory.oom_control", "oom_kill")
+        # v1 counts a kill in the victim's own cgroup only (not its parents'): add the kernel's.
+        memory = self._dir("memory")
+        return sum(_counter(d / "memory.oom_control", "oom_kill") for d in (memory, memory / KERNEL_LEAF))
 
     def cpu_seconds(self) -> float:
         try:

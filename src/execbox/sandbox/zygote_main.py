@@ -530,6 +530,17 @@ def run_bash(command, code_fd):
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
+def reap():
+    """Collect exited children without waiting (as pid 1, every orphan is ours)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def serve(ctl, box):
     session = Session(box["argv0"])
     kernel = box["mode"] == "kernel"
@@ -541,6 +552,7 @@ def serve(ctl, box):
             os._exit(0)
         op = message.get("op")
         if op == "run" and len(fds) == 3:
+            reap()  # what the last cell's kill left as zombies (pid 1 inherits orphans)
             for fd in fds:
                 os.set_inheritable(fd, False)  # nothing of the protocol reaches the code's children
             source = read_code(fds[0])
@@ -555,14 +567,14 @@ def serve(ctl, box):
                 print(f"execbox: the sandbox could not run the code: {exc}", file=sys.stderr)
                 rc = 125
             os.close(fds[0])
-            if not kernel:
-                # Nothing the execution started outlives it: everything else in this pid
-                # namespace dies now (pid 1, this process, is never signalled by -1), and
-                # this process exits right after answering.
-                try:
-                    os.kill(-1, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            # Nothing a cell started outlives it: everything else in this pid namespace
+            # dies now (pid 1, this process, is never signalled by -1). A kernel keeps its
+            # interpreter; a one-shot child exits right after answering.
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            reap()
             detach_output()
             send(ctl, {"op": "done", "rc": rc})
             if not kernel:

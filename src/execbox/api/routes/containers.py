@@ -8,27 +8,35 @@ caller's workspace.
 
 from __future__ import annotations
 
+import asyncio
+import codecs
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from execbox.api.bodies import read_params, receive_body
 from execbox.api.deps import services, workspace
-from execbox.containers.manager import Container, ContainerManager
+from execbox.containers.manager import Container, ContainerManager, Execution
+from execbox.errors import ExecboxError
 from execbox.files.mime import guess
 from execbox.protocol.containers import (
     ContainerDeleted,
     ContainerFile,
     ContainerFileList,
     ContainerObject,
+    ExecErrorEvent,
     ExecFile,
     ExecOutput,
+    ExecOutputEvent,
     ExecParams,
+    ExecResultEvent,
 )
-from execbox.sandbox.types import ExecRequest
+from execbox.sandbox.types import ExecRequest, OutputCallback
 
 router = APIRouter(prefix="/v1/containers")
 
@@ -65,17 +73,30 @@ async def delete_container(container_id: str, ws: Workspace, containers: Contain
     return ContainerDeleted(id=container_id)
 
 
-@router.post("/{container_id}/exec")
-async def execute(container_id: str, http: Request, ws: Workspace, containers: Containers) -> ExecOutput:
+@router.post("/{container_id}/exec", response_model=None)
+async def execute(
+    container_id: str, http: Request, ws: Workspace, containers: Containers
+) -> ExecOutput | StreamingResponse:
     """Run Python (``code``) or bash (``command``); output files land in the Files API.
-    The body is capped like a Messages request's (413 past 32 MB)."""
+    ``session: true`` runs Python in the container's live interpreter; ``stream: true``
+    answers with NDJSON events as the output is produced. The body is capped like a
+    Messages request's (413 past 32 MB)."""
     params = await read_params(http, ExecParams)
-    request = (
-        ExecRequest("python", params.code, params.timeout)
-        if params.code is not None
-        else ExecRequest("bash", params.command or "", params.timeout)
-    )
-    execution = await containers.execute(ws, container_id, request)
+    if params.stream:
+        await containers.get(ws, container_id)  # unknown or expired: an error status, not a stream
+        return StreamingResponse(
+            _exec_events(http, ws, container_id, params, containers), media_type="application/x-ndjson"
+        )
+    return exec_output(await containers.execute(ws, container_id, exec_request(params)))
+
+
+def exec_request(params: ExecParams, on_output: OutputCallback | None = None) -> ExecRequest:
+    if params.code is not None:
+        return ExecRequest("python", params.code, params.timeout, session=params.session, on_output=on_output)
+    return ExecRequest("bash", params.command or "", params.timeout, on_output=on_output)
+
+
+def exec_output(execution: Execution) -> ExecOutput:
     result = execution.result
     return ExecOutput(
         stdout=result.stdout,
@@ -95,7 +116,45 @@ async def execute(container_id: str, http: Request, ws: Workspace, containers: C
         stdout_truncated=result.stdout_truncated,
         stderr_truncated=result.stderr_truncated,
         oom_killed=result.oom_killed,
+        runtime=result.path,
     )
+
+
+async def _exec_events(
+    http: Request, ws: str, container_id: str, params: ExecParams, containers: ContainerManager
+) -> AsyncIterator[bytes]:
+    """NDJSON: ``stdout``/``stderr`` events while the code runs, then ``result`` (or ``error``).
+    A client that disconnects cancels the execution (its processes are killed)."""
+    events: asyncio.Queue[bytes] = asyncio.Queue()
+    decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
+
+    def on_output(name: str, data: bytes) -> None:
+        text = decoders[name].decode(data)
+        if text:
+            events.put_nowait(_line(ExecOutputEvent(type=name, text=text)))  # type: ignore[arg-type]
+
+    running = asyncio.ensure_future(containers.execute(ws, container_id, exec_request(params, on_output)))
+    try:
+        while not running.done() or not events.empty():
+            getter = asyncio.ensure_future(events.get())
+            await asyncio.wait({getter, running}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+        try:
+            yield _line(ExecResultEvent(**exec_output(running.result()).model_dump()))
+        except ExecboxError as exc:
+            yield _line(ExecErrorEvent(error={"type": exc.type, "message": exc.message}))
+    finally:
+        if not running.done():
+            running.cancel()
+            with contextlib.suppress(BaseException):
+                await running
+
+
+def _line(event: BaseModel) -> bytes:
+    return event.model_dump_json().encode() + b"\n"
 
 
 @router.get("/{container_id}/files")
