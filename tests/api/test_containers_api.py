@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import subprocess
 import time
@@ -224,3 +225,34 @@ def test_host_failures_do_not_reveal_host_paths(server, client: httpx.Client) ->
     assert str(server.data_dir) not in response.text
     assert str(box / "disk.img") in server.log_tail()  # the operator still gets the detail
     assert client.delete(f"/v1/containers/{container}").status_code == 200
+
+
+def test_session_exec_keeps_python_state(client: httpx.Client) -> None:
+    container_id = create(client)
+    assert run(client, container_id, code="import json\nrows = [1, 2]", session=True)["runtime"] == "fork"
+    assert run(client, container_id, code="print(json.dumps(rows))", session=True)["stdout"] == "[1, 2]\n"
+    assert "NameError" in run(client, container_id, code="print(rows)")["stderr"]  # without session: fresh
+    refused = client.post(f"/v1/containers/{container_id}/exec", json={"command": "true", "session": True})
+    assert refused.status_code == 400 and "session" in error_of(refused)["message"]
+
+
+def test_streamed_exec_sends_output_while_it_runs(client: httpx.Client, container: str) -> None:
+    code = "import sys, time\nprint('first', flush=True)\ntime.sleep(1)\nprint('oops', file=sys.stderr)\nprint('last')"
+    arrivals = []
+    started = time.monotonic()
+    with client.stream("POST", f"/v1/containers/{container}/exec", json={"code": code, "stream": True}) as response:
+        assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"
+        for line in response.iter_lines():
+            arrivals.append((time.monotonic() - started, json.loads(line)))
+    events = [event for _, event in arrivals]
+    assert events[0]["type"] == "stdout" and events[0]["text"].startswith("first")
+    streamed = {name: "".join(e["text"] for e in events if e["type"] == name) for name in ("stdout", "stderr")}
+    assert streamed == {"stdout": "first\nlast\n", "stderr": "oops\n"}
+    result = events[-1]
+    assert result["type"] == "result" and result["stdout"] == "first\nlast\n" and result["return_code"] == 0
+    assert arrivals[0][0] < arrivals[-1][0] - 0.5  # the first line came before the sleep ended
+
+
+def test_streamed_exec_of_an_unknown_container_is_an_error_status(client: httpx.Client) -> None:
+    response = client.post("/v1/containers/container_nope/exec", json={"code": "1", "stream": True})
+    assert response.status_code == 404 and error_of(response)["type"] == "not_found_error"
