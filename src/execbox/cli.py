@@ -92,7 +92,7 @@ def doctor(runtime_dir: str | None) -> None:
 
     settings = load_settings(runtime_dir=runtime_dir)
     ok = True
-    for check in run_checks(settings.runtime_dir):
+    for check in run_checks(settings.runtime_dir, fork_server=settings.fork_server):
         click.echo(f"{check.verdict:<5} {check.name:<28} {check.detail}")
         ok = ok and (check.verdict != "FAIL")
     raise SystemExit(0 if ok else 1)

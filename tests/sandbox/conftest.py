@@ -13,6 +13,7 @@ Tests that need root, bubblewrap, cgroups, loop devices and the runtime are mark
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import random
@@ -64,7 +65,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         # One event loop for the whole sandbox suite: a fork server started by a fixture
         # keeps serving the tests of its module.
         # (first, so it is the closest asyncio marker; auto mode added a plain one)
-        item.own_markers.insert(0, pytest.mark.asyncio(loop_scope="session").mark)
+        if inspect.iscoroutinefunction(getattr(item, "obj", None)):
+            item.own_markers.insert(0, pytest.mark.asyncio(loop_scope="session").mark)
         if MISSING and "sandbox" in item.keywords:
             item.add_marker(skip)
 

@@ -26,3 +26,11 @@ def test_every_isolation_feature_works_here() -> None:
 def test_missing_runtime_is_blocking(tmp_path: Path) -> None:
     problems = blocking_problems(tmp_path / "missing-runtime")
     assert problems == [f"runtime: {tmp_path / 'missing-runtime'} is not built: run `execbox setup-runtime`"]
+
+
+@pytest.mark.sandbox
+def test_the_fork_server_is_checked_with_a_real_execution() -> None:
+    checks = {c.name: c for c in run_checks(None, fork_server=True)}
+    assert checks["fork server"].verdict == "ok", checks["fork server"].detail
+    assert "uid 1000" in checks["fork server"].detail
+    assert checks["cgroup favordynmods"].verdict == "ok"

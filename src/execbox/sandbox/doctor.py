@@ -1,8 +1,11 @@
 """``execbox doctor``: which isolation features work on this host, tried for real.
 
-Every namespace, the seccomp filter, the cgroup hierarchy and the loop-mounted disk are
-exercised in throwaway sandboxes (as an unprivileged uid, like real boxes), not guessed
-from kernel configuration. ``serve`` refuses to start on any FAIL unless ``--insecure``.
+Every namespace of the sandbox policy (``policy.NAMESPACES``), the seccomp filter, the
+cgroup hierarchy and the loop-mounted disk are exercised in throwaway sandboxes (as an
+unprivileged uid, like real boxes), not guessed from kernel configuration; then the fork
+server is started and one execution runs on it through the same policy. ``serve`` refuses
+to start on any FAIL unless ``--insecure``; a fork server that does not work is a warning
+(executions then take the reference path).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from execbox.sandbox import cgroups, disk, seccomp
+from execbox.sandbox import cgroups, disk, policy, seccomp
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.runtime import is_complete, library_versions, resolve_runtime_dir
 from execbox.sandbox.types import Limits
@@ -25,7 +28,8 @@ from execbox.sandbox.types import Limits
 # An otherwise unused uid for the probes (boxes get their own, from the containers layer).
 PROBE_UID = 65533
 PROBE_TIMEOUT_S = 20
-NAMESPACES = {
+# How the probe asks bwrap for each namespace of the policy.
+NAMESPACE_PROBES = {
     "user": ["--uid", "1000"],
     "mount": ["--tmpfs", "/tmp"],
     "pid": ["--unshare-pid"],
@@ -101,8 +105,8 @@ def _check_tools() -> list[Check]:
 
 def _check_namespaces() -> list[Check]:
     checks = []
-    for name, flags in NAMESPACES.items():
-        result = _probe(flags, ["/usr/bin/true"])
+    for name in policy.NAMESPACES:
+        result = _probe(NAMESPACE_PROBES[name], ["/usr/bin/true"])
         if result.returncode == 0:
             checks.append(Check(f"namespace: {name}", "ok", "created as an unprivileged user"))
         else:
@@ -191,8 +195,53 @@ def _check_runtime(runtime_dir: Path) -> list[Check]:
     ]
 
 
-def run_checks(runtime_dir: Path | None) -> list[Check]:
-    """Every check, in order. Checks that need something missing FAIL with the reason."""
+FORK_PROBE = (
+    "import os, socket\n"
+    "try:\n    socket.socket(socket.AF_INET)\n    print('inet allowed')\n"
+    "except OSError:\n    print('inet refused')\n"
+    "print(os.getuid(), os.getcwd(), open('/proc/self/status').read().split('Seccomp:')[1].split()[0])\n"
+)
+
+
+def _check_fork_server(runtime_dir: Path | None) -> list[Check]:
+    """Start a fork server and run one execution through it in a throwaway box."""
+    import asyncio
+
+    from execbox.sandbox.forkengine import ForkEngine
+    from execbox.sandbox.types import Box, ExecRequest
+
+    async def probe() -> tuple[str, str, bool]:
+        with tempfile.TemporaryDirectory(prefix="execbox-doctor-") as tmp:
+            os.chmod(tmp, 0o711)
+            engine = ForkEngine(Limits(disk_bytes=16 * 1024**2, timeout_s=20), Path(tmp, "state"), runtime_dir)
+            await engine.start()
+            box = Box(f"doctor_{uuid.uuid4().hex[:8]}", PROBE_UID, Path(tmp, "box"))
+            try:
+                if engine.fork is None or not engine.fork.ready:
+                    return "", "the fork server did not start (see the log lines above)", False
+                await engine.create_box(box)
+                result = await engine.execute(box, ExecRequest("python", FORK_PROBE))
+                return result.stdout, result.stderr, result.path == "fork"
+            finally:
+                await engine.destroy_box(box)
+                await engine.stop()
+
+    try:
+        stdout, stderr, forked = asyncio.run(probe())
+    except Exception as exc:  # reported, never raised: the reference path still works
+        return [Check("fork server", "warn", f"{type(exc).__name__}: {exc}; executions take the reference path")]
+    if forked and stdout.split() == ["inet", "refused", "1000", "/workspace", "2"]:
+        dynmods = "on" if cgroups.version() == 2 or cgroups.favor_dynmods() else "off (cgroup moves cost 5-9 ms)"
+        return [Check("fork server", "ok", "pre-imported interpreters; a forked sandbox ran as uid 1000 with the "
+                      "seccomp filter in force"), Check("cgroup favordynmods", "ok" if "on" in dynmods else "warn",
+                                                       dynmods)]
+    detail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+    return [Check("fork server", "warn", f"{detail[0]}; executions take the reference path")]
+
+
+def run_checks(runtime_dir: Path | None, fork_server: bool = False) -> list[Check]:
+    """Every check, in order. Checks that need something missing FAIL with the reason.
+    ``fork_server`` also starts a fork server and runs one execution on it."""
     checks = [_check_root(), *_check_tools()]
     prerequisites_ok = all(c.verdict == "ok" for c in checks)
     probes: list[Callable[[], Check | list[Check]]] = [_check_namespaces, _check_seccomp, _check_cgroups, _check_disk]
@@ -204,6 +253,8 @@ def run_checks(runtime_dir: Path | None) -> list[Check]:
     if not prerequisites_ok:
         checks.append(Check("isolation probes", "FAIL", "skipped: needs root, bwrap and setpriv"))
     checks += _check_runtime(resolve_runtime_dir(runtime_dir))
+    if fork_server and all(c.verdict != "FAIL" for c in checks):
+        checks += _check_fork_server(runtime_dir)
     return checks
 
 
