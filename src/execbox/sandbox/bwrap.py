@@ -409,8 +409,10 @@ class BwrapEngine:
         except TimeoutError:
             timed_out = True
         except BaseException:  # cancelled: still take everything down before leaving
-            self._kill(proc, cg)
             stop_reading()
+            # SIGKILL to bwrap now; the cgroup sweep (it may wait for a frozen cgroup) runs in
+            # a thread, shielded from a second cancellation, so the event loop never waits.
+            await asyncio.shield(asyncio.to_thread(self._kill, proc, cg))
             raise
         duration = time.monotonic() - started
         if timed_out:
