@@ -94,6 +94,7 @@ class ContainerManager:
         self.reaper_interval_s = reaper_interval_s
         self.max_containers = max_containers
         self._locks: dict[str, asyncio.Lock] = {}
+        self._owners: dict[str, str] = {}  # container -> workspace, as last read: skips a re-read
         self._running: dict[str, asyncio.Task[Any]] = {}  # the execution or edit under way, by container
         self._deleting: set[str] = set()
         self._creating = asyncio.Lock()  # makes counting and inserting one step
@@ -154,10 +155,10 @@ class ContainerManager:
 
     async def execute(self, workspace: str, container_id: str, request: ExecRequest) -> Execution:
         """Run code; refreshes the idle TTL. Serialised per container."""
-        async with self._using(workspace, container_id) as (row, box):
+        async with self._using(workspace, container_id, touch=False) as (row, box):
             result = await self._stoppable(row.id, self.engine.execute(box, request))
-            files = await asyncio.to_thread(self._store_outputs, workspace, result.files)
-            await self._touch(row, execution_seconds=result.duration_s)
+            files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
+            await self._touch(row, execution_seconds=result.duration_s)  # held locked, the reaper skipped it so far
         return Execution(result, files)
 
     async def edit(self, workspace: str, container_id: str, request: EditRequest) -> EditResult:
@@ -201,6 +202,7 @@ class ContainerManager:
                     await self.engine.destroy_box(self._box(row))
                 await asyncio.to_thread(self.store.delete, container_id)
                 self._locks.pop(container_id, None)
+                self._owners.pop(container_id, None)
         finally:
             self._deleting.discard(container_id)
 
@@ -249,18 +251,23 @@ class ContainerManager:
 
     @contextlib.asynccontextmanager
     async def _using(
-        self, workspace: str, container_id: str, *, exclusive: bool = True
+        self, workspace: str, container_id: str, *, exclusive: bool = True, touch: bool = True
     ) -> AsyncIterator[tuple[ContainerRow, Box]]:
-        """A live container's box, marked as used. ``exclusive`` holds its lock throughout;
-        a container found past its expiry is freed on the spot."""
-        await self._find(workspace, container_id)
+        """A live container's box, marked as used (unless ``touch`` is False: the caller
+        touches it when done). ``exclusive`` holds its lock throughout; a container found
+        past its expiry is freed on the spot. The row is read once under the lock; an id
+        without a lock yet is checked before one is made for it, so unknown or foreign ids
+        never create lock entries."""
+        if self._owners.get(container_id) != workspace:
+            await self._find(workspace, container_id)
         async with self._lock(container_id) if exclusive else contextlib.nullcontext():
             row = await self._find(workspace, container_id)
+            self._owners[container_id] = workspace
             if row.expires_at <= utcnow():
                 if exclusive:
                     await self._free(row)
                 raise ContainerExpired(container_id)
-            yield await self._touch(row), self._box(row)
+            yield (await self._touch(row) if touch else row), self._box(row)
 
     async def _find(self, workspace: str, container_id: str, *, allow_expired: bool = False) -> ContainerRow:
         row = await asyncio.to_thread(self.store.get, container_id)
@@ -289,6 +296,7 @@ class ContainerManager:
             return False
         await asyncio.to_thread(self.store.expire, row.id)
         self._locks.pop(row.id, None)
+        self._owners.pop(row.id, None)
         return True
 
     def _lock(self, container_id: str) -> asyncio.Lock:
