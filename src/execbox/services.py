@@ -64,6 +64,8 @@ class Services:
                 kernel_idle_s=settings.kernel_idle_timeout,
                 max_kernels=settings.max_kernels,
                 favor_dynmods=settings.cgroup_favor_dynmods,
+                boxes_dir=settings.data_dir / "containers",
+                disk_pool=settings.disk_pool,
             )
         else:
             engine = BwrapEngine(
@@ -71,6 +73,8 @@ class Services:
                 state_dir=settings.data_dir / "sandbox",
                 runtime_dir=settings.runtime_dir,
                 insecure=settings.insecure,
+                boxes_dir=settings.data_dir / "containers",
+                disk_pool=settings.disk_pool,
             )
         containers = ContainerManager(
             engine=engine,

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
         description="The sandbox's Python environment; default: /var/cache/execbox/runtime-<hash of the pinned "
         "requirements>, built by `execbox setup-runtime`.",
     )
+    disk_pool: int = Field(
+        4, description="Container disks made ahead of time, so that creating a container costs no mkfs and mount "
+        "(refilled in the background; 0: make each on demand)."
+    )
     fork_server: bool = Field(
         True, description="Run executions on the fork server (pre-imported interpreters, live Python kernels); "
         "off: every execution starts a fresh interpreter in a fresh bubblewrap sandbox (the reference path).",

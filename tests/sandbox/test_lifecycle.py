@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from execbox.errors import Overloaded, SandboxUnavailable
+from execbox.sandbox import disk
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box, ExecRequest
@@ -149,3 +151,36 @@ async def test_refuses_a_system_uid(engine: BwrapEngine, tmp_path: Path) -> None
     box = Box(f"box_{uuid.uuid4().hex[:8]}", 0, tmp_path / "box")
     with pytest.raises(SandboxUnavailable, match="uid 0"):
         await engine.execute(box, ExecRequest("bash", "id"))
+
+
+@pytest.mark.sandbox
+async def test_new_boxes_take_ready_made_disks(
+    engine: BwrapEngine, base_dir: Path, make_box: MakeBox, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pooled = type(engine)(TEST_LIMITS, engine.state_dir, None, boxes_dir=base_dir / "boxes", disk_pool=2)
+    await pooled.start()
+    try:
+        assert pooled.pool is not None
+        deadline = time.monotonic() + 30
+        while len(pooled.pool._ready) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(pooled.pool._ready) == 2
+
+        async def no_mkfs(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a ready disk was there: no disk may be made on the request path")
+
+        monkeypatch.setattr(disk, "create", no_mkfs)
+        box = await make_box(pooled)
+        monkeypatch.undo()
+        pooled.pool.refill()  # the refill that started meanwhile failed on the patch (it retries on a take)
+        assert os.path.ismount(box.mount)
+        assert all(os.stat(d).st_uid == box.uid for d in (box.workspace, box.tmp, box.outputs))
+        result = await pooled.execute(box, ExecRequest("bash", "id -u; touch mine; ls -A /workspace; ls /tmp/.matplotlib"))
+        assert result.stdout.split()[:2] == ["1000", "mine"] and result.stdout.split()[2].startswith("fontlist")
+        assert os.stat(box.workspace / "mine").st_uid == box.uid
+        while len(pooled.pool._ready) < 2 and time.monotonic() < deadline:  # refilled in the background
+            await asyncio.sleep(0.05)
+        assert len(pooled.pool._ready) == 2
+    finally:
+        await pooled.stop()
+    assert list((base_dir / "boxes" / ".pool").iterdir()) == []  # spare disks do not outlive the engine

@@ -36,6 +36,7 @@ from typing import BinaryIO
 from execbox.errors import SandboxUnavailable
 from execbox.sandbox import cgroups, disk, editor, fsutil, policy, seccomp
 from execbox.sandbox.cgroups import Cgroup
+from execbox.sandbox.diskpool import DiskPool
 from execbox.sandbox.runtime import MPL_CACHE, is_complete, resolve_runtime_dir, runtime_python
 from execbox.sandbox.types import (
     OUTPUT_DIR,
@@ -154,8 +155,14 @@ class BwrapEngine:
     devices (no disk quota) when the host lacks them; otherwise it refuses to run.
     """
 
-    def __init__(self, limits: Limits, state_dir: Path, runtime_dir: Path | None, insecure: bool = False) -> None:
+    def __init__(
+        self, limits: Limits, state_dir: Path, runtime_dir: Path | None, insecure: bool = False, *,
+        boxes_dir: Path | None = None, disk_pool: int = 0,
+    ) -> None:
         self.limits = limits
+        self.boxes_dir = boxes_dir  # where boxes live: ready disks (``disk_pool`` of them) wait beside them
+        self.disk_pool = disk_pool
+        self.pool: DiskPool | None = None
         self.state_dir = state_dir
         self.runtime_dir = resolve_runtime_dir(runtime_dir)
         self.insecure = insecure
@@ -173,9 +180,16 @@ class BwrapEngine:
             await asyncio.to_thread(self._prepare)
         except SandboxUnavailable as exc:  # reported again by every box operation
             log.error("%s", exc.message)
+            return
+        if self.boxes_dir is not None and self.disk_pool > 0 and self.pool is None:
+            self.pool = DiskPool(self.boxes_dir / ".pool", self.disk_pool, self.limits.disk_bytes,
+                                 loop=self.use_loop, prepare=self._seed_matplotlib)
+            await self.pool.start()
 
     async def stop(self) -> None:
-        pass
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
 
     def _prepare(self) -> None:
         """Check the host once and build what every run shares (seccomp filter, /etc)."""
@@ -229,8 +243,10 @@ class BwrapEngine:
     async def create_box(self, box: Box) -> None:
         self._check_box(box)
         _check_reachable(box.root.parent)
-        await disk.create(box, self.limits.disk_bytes, loop=self.use_loop)
-        self._seed_matplotlib(box)
+        pooled = self.pool is not None and box.root.parent == self.pool.directory.parent
+        if not (pooled and not box.root.exists() and await self.pool.take(box)):  # type: ignore[union-attr]
+            await disk.create(box, self.limits.disk_bytes, loop=self.use_loop)
+            self._seed_matplotlib(box)
         if cg := self._cgroup(box):
             await asyncio.to_thread(cg.create, self.limits)
 

@@ -91,6 +91,19 @@ async def _create(box: Box, size_bytes: int, loop: bool) -> None:
         os.chmod(d, 0o700)
 
 
+def adopt(box: Box) -> None:
+    """Make a disk prepared for no one in particular (``diskpool.py``) the box's: its root's
+    mode, and its directories and what was put in them owned by the box uid."""
+    os.chmod(box.root, 0o711)
+    os.chmod(box.mount, 0o711)
+    for d in (box.workspace, box.tmp, box.outputs):
+        os.chown(d, box.uid, box.uid)
+        os.chmod(d, 0o700)
+    for top, dirs, files in os.walk(box.tmp):  # the pool's own few files (caches), never a box's
+        for name in dirs + files:
+            os.chown(os.path.join(top, name), box.uid, box.uid, follow_symlinks=False)
+
+
 async def mount(box: Box) -> None:
     """Mount an existing image (after a restart). No-op if mounted or there is no image."""
     if box.image.exists() and not is_mounted(box):

@@ -106,8 +106,10 @@ class ForkEngine(BwrapEngine):
         kernel_idle_s: float = 300.0,
         max_kernels: int = 64,
         favor_dynmods: bool = True,
+        boxes_dir: Path | None = None,
+        disk_pool: int = 0,
     ) -> None:
-        super().__init__(limits, state_dir, runtime_dir, insecure)
+        super().__init__(limits, state_dir, runtime_dir, insecure, boxes_dir=boxes_dir, disk_pool=disk_pool)
         self.spares = spares
         self.zygote_max_age_s = zygote_max_age_s
         self.kernel_idle_s = kernel_idle_s
@@ -149,6 +151,7 @@ class ForkEngine(BwrapEngine):
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="execbox-kernel-sweeper")
 
     async def stop(self) -> None:
+        await super().stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
