@@ -65,19 +65,34 @@ class Overloaded(ExecboxError):
     status, type = 529, "overloaded_error"
 
 
-class ContainerExpired(InvalidRequest):
-    """A request named a container whose TTL has passed."""
+class ContainerNotFound(NotFound):
+    """An unknown container. The message starts with "Container not found", which is how
+    clients (pydantic-ai) recognise a dead container and retry without it."""
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(f"Container not found: `{container_id}`.")
+
+
+class ContainerExpired(ContainerNotFound):
+    """A request named a container whose TTL has passed: a 404 like an unknown one."""
+
+    def __init__(self, container_id: str) -> None:
+        NotFound.__init__(
+            self,
+            f"Container not found: `{container_id}` has expired. Send the request without `container` "
+            "to get a new one.",
+            error_code="container_expired",
+        )
+
+
+class LegacyContainerExpired(InvalidRequest):
+    """An expired container as the older documents describe it (``EXECBOX_TOOL_ERROR_NAMES=legacy``)."""
 
     def __init__(self, container_id: str) -> None:
         super().__init__(
             f"Container `{container_id}` has expired. Send the request without `container` to get a new one.",
             error_code="container_expired",
         )
-
-
-class ContainerNotFound(NotFound):
-    def __init__(self, container_id: str) -> None:
-        super().__init__(f"Container `{container_id}` not found.")
 
 
 class ContainerDeleted(NotFound):

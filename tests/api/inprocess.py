@@ -37,6 +37,7 @@ async def app_client(
     conversation = Conversation(backends=backends, containers=containers, files=files, settings=config)  # type: ignore[arg-type]
     services = Services(config, database, files, containers, backends, conversation)  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=create_app(config, services))
-    async with httpx.AsyncClient(transport=transport, base_url="http://execbox.test") as client:
+    headers = {"anthropic-version": "2023-06-01"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://execbox.test", headers=headers) as client:
         yield client, services
     database.dispose()

@@ -14,7 +14,7 @@ import pytest
 
 
 def api(server, api_key: str = "test") -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"x-api-key": api_key}, timeout=120)
+    return httpx.Client(base_url=server.url, headers={"x-api-key": api_key, "anthropic-version": "2023-06-01"}, timeout=120)
 
 
 def create(client: httpx.Client) -> str:
@@ -180,8 +180,10 @@ def test_expired_container(start_server) -> None:
             client.get(f"/v1/containers/{container}"),
             client.post(f"/v1/containers/{container}/exec", json={"code": "1"}),
         ):
-            assert response.status_code == 400
-            assert error_of(response)["details"]["error_code"] == "container_expired"
+            assert response.status_code == 404 and response.headers["x-should-retry"] == "false"
+            error = error_of(response)
+            assert error["type"] == "not_found_error" and error["details"]["error_code"] == "container_expired"
+            assert error["message"].startswith("Container not found") and "expired" in error["message"]
     short.stop()
 
 

@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def http(server) -> httpx.Client:
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with httpx.Client(base_url=server.url, headers={"anthropic-version": "2023-06-01"}, timeout=60) as client:
         yield client
 
 

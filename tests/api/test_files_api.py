@@ -60,14 +60,14 @@ def test_list_by_ids(client: anthropic.Anthropic) -> None:
 
 def test_legacy_list_shape(server) -> None:
     ids = [sdk(server.url).files.upload(file=(f"l{i}.txt", b"legacy")).id for i in range(3)]
-    headers = {"x-api-key": "test", "anthropic-beta": "files-api-2025-04-14"}
+    headers = {"x-api-key": "test", "anthropic-version": "2023-06-01", "anthropic-beta": "files-api-2025-04-14"}
     first = httpx.get(f"{server.url}/v1/files?beta=true&limit=2&unknown=1", headers=headers).json()
     assert [f["id"] for f in first["data"]] == ids[:0:-1]
     assert first["has_more"] is True and first["first_id"] == ids[2] and first["last_id"] == ids[1]
     assert all("expires_at" not in f for f in first["data"])
     after = httpx.get(f"{server.url}/v1/files", params={"after_id": ids[1], "limit": 1}, headers=headers).json()
     assert [f["id"] for f in after["data"]] == [ids[0]]
-    ga = httpx.get(f"{server.url}/v1/files?limit=1", headers={"x-api-key": "test"}).json()
+    ga = httpx.get(f"{server.url}/v1/files?limit=1", headers={"x-api-key": "test", "anthropic-version": "2023-06-01"}).json()
     assert "expires_at" in ga["data"][0] and ga["next_page"].startswith("page_")
 
 
@@ -137,7 +137,7 @@ def test_too_large_upload_without_content_length(keyed) -> None:
 
     response = httpx.post(
         f"{keyed.url}/v1/files", content=body(),
-        headers={"x-api-key": "key-a", "content-type": f"multipart/form-data; boundary={boundary}"},
+        headers={"x-api-key": "key-a", "anthropic-version": "2023-06-01", "content-type": f"multipart/form-data; boundary={boundary}"},
     )
     assert response.status_code == 413
 
@@ -152,7 +152,7 @@ def test_form_overhead_is_capped_without_content_length(server, fields: int, val
     body = (form + f"--{boundary}--\r\n").encode()
     response = httpx.post(
         f"{server.url}/v1/files", content=(body[i:i + 16384] for i in range(0, len(body), 16384)),
-        headers={"x-api-key": "test", "content-type": f"multipart/form-data; boundary={boundary}"},
+        headers={"x-api-key": "test", "anthropic-version": "2023-06-01", "content-type": f"multipart/form-data; boundary={boundary}"},
     )
     assert response.status_code == 400, response.text
     assert "headers and fields exceed" in response.json()["error"]["message"]

@@ -73,7 +73,7 @@ def test_a_client_leaving_mid_stream_stops_its_code(server: Server) -> None:
         return subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
 
     tracebacks = server.log_path.read_text().count("Traceback")
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with httpx.Client(base_url=server.url, headers={"anthropic-version": "2023-06-01"}, timeout=60) as client:
         first = client.post("/v1/messages", json=body("```bash\necho ready\n```", stream=False)).json()
         container = first["container"]["id"]
         with client.stream("POST", "/v1/messages", json=body(f"```bash\n{marker}\n```", container=container)) as r:

@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def http(server) -> httpx.Client:
-    with httpx.Client(base_url=server.url, headers={"x-api-key": "test"}) as client:
+    with httpx.Client(base_url=server.url, headers={"x-api-key": "test", "anthropic-version": "2023-06-01"}) as client:
         yield client
 
 

@@ -299,23 +299,22 @@ async def test_pause_turn_and_continuation(make_conversation: MakeConversation) 
     conversation = make_conversation(max_tool_iterations=2)
     prompt = "".join(SH.format(f"echo step {n}") for n in range(1, 4))
     first = await run(conversation, request(prompt))
-    # Two executions, then the model asks for a third: the turn pauses with that call pending.
+    # Two executions: the turn pauses right after the second result, with no call pending.
     assert first["stop_reason"] == "pause_turn"
+    assert types(first) == ["server_tool_use", "bash_code_execution_tool_result"] * 2
     assert [b["content"]["stdout"] for b in first["content"] if b["type"].endswith("_result")] == [
         "step 1\n",
         "step 2\n",
     ]
-    assert types(first)[-1] == "server_tool_use"
 
     messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": first["content"]}]
     second = await run(conversation, request(None, messages=messages, container=first["container"]["id"]))
-    assert types(second) == ["bash_code_execution_tool_result", "text"]
-    assert second["content"][0]["tool_use_id"] == first["content"][-1]["id"]
-    assert second["content"][0]["content"]["stdout"] == "step 3\n"
+    assert types(second) == ["server_tool_use", "bash_code_execution_tool_result", "text"]
+    assert second["content"][1]["content"]["stdout"] == "step 3\n"
     assert second["stop_reason"] == "end_turn"
 
 
-async def test_pause_leaves_the_rest_of_a_turns_calls_pending(make_conversation: MakeConversation) -> None:
+async def test_a_pause_waits_for_the_rest_of_a_steps_calls(make_conversation: MakeConversation) -> None:
     model = ScriptedBackend(
         [
             ("call", "bash_code_execution", '{"command": "echo a"}'),
@@ -325,21 +324,34 @@ async def test_pause_leaves_the_rest_of_a_turns_calls_pending(make_conversation:
     )
     conversation = make_conversation(model, max_tool_iterations=1)
     first = await run(conversation, request("go"))
-    assert types(first) == ["server_tool_use", "server_tool_use", "bash_code_execution_tool_result"]
+    # Calls the model made together all run before the pause, so none is left pending.
+    assert types(first) == [
+        "server_tool_use", "server_tool_use", "bash_code_execution_tool_result", "bash_code_execution_tool_result"
+    ]
     assert first["stop_reason"] == "pause_turn"
 
-    # The client sends the paused content back as is (here in two assistant messages, as
-    # a client appending each response would).
+    messages = [{"role": "user", "content": "go"}, {"role": "assistant", "content": first["content"]}]
+    second = await run(conversation, request(None, messages=messages, container=first["container"]["id"]))
+    assert types(second) == ["text"] and second["content"][0]["text"] == "all done"
+
+
+async def test_a_paused_call_sent_back_pending_runs_first(make_conversation: MakeConversation) -> None:
+    # Responses of earlier versions paused with a call pending; a client sends it back as is
+    # (here in two assistant messages, as a client appending each response would).
+    conversation = make_conversation(max_tool_iterations=5)
+    prompt = SH.format("echo a") + SH.format("echo b")
+    first = await run(make_conversation(max_tool_iterations=1), request(prompt))
+    call = {"type": "server_tool_use", "id": "srvtoolu_pending", "name": "bash_code_execution",
+            "input": {"command": "echo b"}}
     messages = [
-        {"role": "user", "content": "go"},
-        {"role": "assistant", "content": first["content"][:1]},
-        {"role": "assistant", "content": first["content"][1:]},
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": first["content"]},
+        {"role": "assistant", "content": [call]},
     ]
     second = await run(conversation, request(None, messages=messages, container=first["container"]["id"]))
-    assert types(second) == ["bash_code_execution_tool_result", "text"]
-    assert second["content"][0]["tool_use_id"] == first["content"][1]["id"]
+    assert types(second)[0] == "bash_code_execution_tool_result"
+    assert second["content"][0]["tool_use_id"] == "srvtoolu_pending"
     assert second["content"][0]["content"]["stdout"] == "b\n"
-    assert second["content"][1]["text"] == "all done"
 
 
 async def test_client_tools_interleave_with_server_tools(conversation: Conversation) -> None:

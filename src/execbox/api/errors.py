@@ -30,10 +30,28 @@ def error_response(err: ExecboxError, request: Request) -> JSONResponse:
     return JSONResponse(error_body(err, request_id), status_code=err.status, headers=headers)
 
 
+def json_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """A validation error's location as the API writes it: ``messages.0.content.0.text.foo``.
+
+    The tags pydantic adds for a message's ``str | list`` content (``text``/``blocks``) are
+    dropped; a block's or tool's own type tag stays, as in the API's ``tools.0.custom.strict``.
+    """
+    parts: list[str] = []
+    for i, part in enumerate(loc):
+        if part in ("body", "query", "path"):
+            continue
+        if part in ("text", "blocks") and i and loc[i - 1] == "content" and (
+            i + 1 == len(loc) or isinstance(loc[i + 1], int)
+        ):
+            continue
+        parts.append(str(part))
+    return ".".join(parts)
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for e in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path"))
+        loc = json_path(e.get("loc", ()))
         parts.append(f"{loc}: {e.get('msg', 'invalid')}" if loc else str(e.get("msg", "invalid")))
     return "; ".join(parts) or "Invalid request."
 

@@ -48,7 +48,7 @@ from execbox.conversation.history import (
 )
 from execbox.conversation.results import ERROR_CODES, edit_block, error_block, execution_block
 from execbox.conversation.tools import SERVER_TOOLS, InvalidToolInput, sandbox_request, server_tools
-from execbox.errors import ContainerExpired, ExecboxError, FileNotFound, InvalidRequest
+from execbox.errors import ContainerExpired, ExecboxError, FileNotFound, InvalidRequest, LegacyContainerExpired
 from execbox.files.store import FileStore, safe_filename
 from execbox.ids import new_id
 from execbox.protocol.messages import (
@@ -96,9 +96,11 @@ def model_request(
     extra: dict[str, Any] = {"thinking": params.thinking} if params.thinking else {}
     stop_sequences: list[str] = []
     if isinstance(params, MessageCreateParams):
-        for name in ("temperature", "top_p", "top_k", "metadata"):
+        for name in ("temperature", "top_p", "top_k"):
             if getattr(params, name) is not None:
                 extra[name] = getattr(params, name)
+        if params.metadata is not None:
+            extra["metadata"] = params.metadata.model_dump(exclude_none=True)
         stop_sequences = params.stop_sequences or []
     tool_choice = params.tool_choice.model_dump(exclude_none=True) if params.tool_choice else None
     if tool_choice and tool_choice.get("name") == "code_execution" and params.code_tool:
@@ -154,7 +156,12 @@ class Conversation:
             raise InvalidRequest("container.skills: skills are not supported by this server.")
         records = [await asyncio.to_thread(self.files.get, workspace, file_id) for file_id in uploads]
         if params.container_id:
-            container = await self.containers.get(workspace, params.container_id)
+            try:
+                container = await self.containers.get(workspace, params.container_id)
+            except ContainerExpired:
+                if self.settings.tool_error_names == "legacy":
+                    raise LegacyContainerExpired(params.container_id) from None
+                raise
         else:
             container = await self.containers.create(workspace)
         paths = await asyncio.to_thread(self._earlier_upload_paths, workspace, history)
@@ -280,11 +287,13 @@ class Turn:
                 if call["type"] == "tool_use":
                     self._stop("tool_use")
                     return
-                if self.executions >= limit:
-                    self._stop("pause_turn")
-                    return
                 async for event in self._execute(call):
                     yield event
+            if self.executions >= limit:
+                # Right after a result block, with no server call left pending: every client
+                # can continue from here, whatever the tool version.
+                self._stop("pause_turn")
+                return
             remaining = params.max_tokens - usage.output_tokens
             if remaining <= 0:
                 self._stop("max_tokens")

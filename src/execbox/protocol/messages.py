@@ -1,9 +1,16 @@
 """Wire shapes of the Messages API: request params, content blocks, the Message, SSE events.
 
 Content block models serve both directions: a response block can be sent back as input
-unchanged (``pause_turn`` continuations, tool-result replies), so every block tolerates
-the optional fields a client may echo (``citations: null``, ``cache_control``, ``caller``).
-Unknown block and tool *types* are rejected with a 400.
+unchanged (``pause_turn`` continuations, tool-result replies), so every block declares the
+optional fields a client may echo (``citations: null``, ``cache_control``, ``caller``).
+
+Requests are validated the way the Messages API validates them: a field no model declares
+is a 400 ``<json.path>: Extra inputs are not permitted``, and unknown block and tool *types*
+are 400s too. Fields the SDKs send that execbox does not act on (``cache_control``,
+``service_tier``, ``context_management``...) are declared, accepted and ignored.
+
+Responses carry every field the SDKs' types declare (the Python types' required fields and
+the TypeScript types' non-optional ones), with ``null`` where execbox has nothing to say.
 """
 
 from __future__ import annotations
@@ -11,7 +18,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SerializerFunctionWrapHandler,
+    Tag,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from execbox.errors import InvalidRequest
 
@@ -23,12 +40,52 @@ REPL_TOOLS = ("code_execution_20260120", "code_execution_20260521")
 CELL_LIMIT_TOOL = "code_execution_20260521"
 # Sent by SDK >= 2.0; it drops sampling parameters and a few legacy input forms.
 STRICT_VERSION = "2026-10-21"
+# Every ``anthropic-version`` the API knows (the versioning page's two, and the SDKs' newest).
+API_VERSIONS = ("2023-01-01", "2023-06-01", STRICT_VERSION)
 
 
 class Wire(BaseModel):
-    """Base of every wire model: unknown optional fields are accepted (and kept as extras)."""
+    """Base of every request model: a field it does not declare is refused.
 
-    model_config = ConfigDict(extra="allow")
+    Blocks also appear in responses, where the fields only a request may carry are left
+    out while they are null (the response types do not declare them).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_serializer(mode="wrap")
+    def _without_request_only_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for key in REQUEST_ONLY:
+            if key in data and data[key] is None:
+                del data[key]
+        return data
+
+
+REQUEST_ONLY = ("cache_control", "toolset_name", "transformations")
+
+
+# Accepted wherever the SDKs allow it, and ignored (execbox has no prompt cache).
+CacheControl = dict[str, Any] | None
+
+# Who made a tool call: the model itself (``direct``), or code running in the sandbox
+# (programmatic tool calling, ``tool_id`` naming the ``server_tool_use`` that runs the code).
+CallerType = Literal["direct", "code_execution_20250825", "code_execution_20260120", "code_execution_20260521"]
+
+
+class Caller(Wire):
+    type: CallerType
+    tool_id: str | None = None
+
+    @model_validator(mode="after")
+    def _tool_id_for_code(self) -> Caller:
+        if self.type != "direct" and not self.tool_id:
+            raise ValueError("a code execution caller needs a `tool_id`")
+        return self
+
+
+def _direct() -> Caller:
+    return Caller(type="direct")
 
 
 # --- content blocks -------------------------------------------------------------------------
@@ -38,16 +95,23 @@ class TextBlock(Wire):
     type: Literal["text"] = "text"
     text: str
     citations: list[dict[str, Any]] | None = None
+    cache_control: CacheControl = None
 
 
 class ImageBlock(Wire):
     type: Literal["image"] = "image"
     source: dict[str, Any]
+    transformations: Any = None
+    cache_control: CacheControl = None
 
 
 class DocumentBlock(Wire):
     type: Literal["document"] = "document"
     source: dict[str, Any]
+    title: str | None = None
+    context: str | None = None
+    citations: Any = None
+    cache_control: CacheControl = None
 
 
 class SearchResultBlock(Wire):
@@ -55,6 +119,8 @@ class SearchResultBlock(Wire):
     source: str
     title: str
     content: list[dict[str, Any]]
+    citations: Any = None
+    cache_control: CacheControl = None
 
 
 class ThinkingBlock(Wire):
@@ -75,6 +141,9 @@ class ToolUseBlock(Wire):
     id: str
     name: str
     input: dict[str, Any]
+    caller: Caller = Field(default_factory=_direct)
+    toolset_name: str | None = None
+    cache_control: CacheControl = None
 
 
 class ToolResultBlock(Wire):
@@ -82,6 +151,8 @@ class ToolResultBlock(Wire):
     tool_use_id: str
     content: str | list[dict[str, Any]] | None = None
     is_error: bool | None = None
+    toolset_name: str | None = None
+    cache_control: CacheControl = None
 
 
 class ServerToolUseBlock(Wire):
@@ -91,6 +162,8 @@ class ServerToolUseBlock(Wire):
     id: str
     name: str
     input: dict[str, Any]
+    caller: Caller = Field(default_factory=_direct)
+    cache_control: CacheControl = None
 
 
 class ContainerUploadBlock(Wire):
@@ -98,6 +171,7 @@ class ContainerUploadBlock(Wire):
 
     type: Literal["container_upload"] = "container_upload"
     file_id: str
+    cache_control: CacheControl = None
 
 
 class OtherServerToolResultBlock(Wire):
@@ -106,6 +180,8 @@ class OtherServerToolResultBlock(Wire):
     type: Literal["web_search_tool_result", "web_fetch_tool_result", "tool_search_tool_result"]
     tool_use_id: str
     content: Any
+    caller: Any = None
+    cache_control: CacheControl = None
 
 
 # Result contents of the code execution tools.
@@ -144,6 +220,7 @@ class CodeExecutionToolResultBlock(Wire):
         CodeExecutionResult | EncryptedCodeExecutionResult | CodeExecutionToolResultError,
         Field(discriminator="type"),
     ]
+    cache_control: CacheControl = None
 
 
 class BashCodeExecutionOutput(Wire):
@@ -168,6 +245,7 @@ class BashCodeExecutionToolResultBlock(Wire):
     type: Literal["bash_code_execution_tool_result"] = "bash_code_execution_tool_result"
     tool_use_id: str
     content: Annotated[BashCodeExecutionResult | BashCodeExecutionToolResultError, Field(discriminator="type")]
+    cache_control: CacheControl = None
 
 
 class TextEditorViewResult(Wire):
@@ -206,6 +284,7 @@ class TextEditorCodeExecutionToolResultBlock(Wire):
         TextEditorViewResult | TextEditorCreateResult | TextEditorStrReplaceResult | TextEditorToolResultError,
         Field(discriminator="type"),
     ]
+    cache_control: CacheControl = None
 
 
 CodeToolResultBlock = Union[
@@ -254,8 +333,8 @@ def _text_or_blocks(value: Any) -> str:
     return "text" if isinstance(value, str) else "blocks"
 
 
-# ``str | list[block]``, tagged so that a bad block is reported as ``content.blocks.0`` rather
-# than once per union member.
+# ``str | list[block]``, tagged so that a bad block is reported once (as ``content.0``, the
+# error envelope drops the tag) rather than once per union member.
 MessageContent = Annotated[
     Annotated[str, Tag("text")] | Annotated[list[InputBlock], Tag("blocks")],
     Discriminator(_text_or_blocks),
@@ -281,6 +360,10 @@ class CodeExecutionTool(Wire):
         "code_execution_20250522", "code_execution_20250825", "code_execution_20260120", "code_execution_20260521"
     ]
     name: Literal["code_execution"] = "code_execution"
+    allowed_callers: list[CallerType] | None = None
+    defer_loading: bool | None = None
+    strict: bool | None = None
+    cache_control: CacheControl = None
 
 
 class CustomTool(Wire):
@@ -290,6 +373,14 @@ class CustomTool(Wire):
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,128}$")
     input_schema: dict[str, Any]
     description: str | None = None
+    # Which callers may call the tool: ``direct`` (the model, the default) and code execution
+    # versions (programmatic tool calling). Accepted and checked; execbox's calls are direct.
+    allowed_callers: list[CallerType] | None = None
+    defer_loading: bool | None = None
+    strict: bool | None = None
+    input_examples: list[dict[str, Any]] | None = None
+    eager_input_streaming: bool | None = None
+    cache_control: CacheControl = None
 
     @field_validator("input_schema")
     @classmethod
@@ -334,6 +425,8 @@ class ToolChoice(Wire):
 
 
 class ContainerParam(Wire):
+    """The object form of ``container``: ``{"id": ...}`` (skills are refused later, with a reason)."""
+
     id: str | None = None
     skills: list[dict[str, Any]] | None = None
 
@@ -344,16 +437,28 @@ class ContainerParam(Wire):
 class MessageInput(Wire):
     """What a model turn is computed from: shared by ``/v1/messages`` and ``/count_tokens``.
 
-    Unsupported optional features (``thinking``, ``cache_control``, ``service_tier``,
-    ``output_config``, ``context_management``, ``mcp_servers``...) are accepted and ignored.
+    The optional features execbox does not act on (``cache_control``, ``output_config``,
+    ``context_management``, ``mcp_servers``...) are accepted and ignored, as the fields
+    declared below the line; any other field is refused.
     """
 
     model: str = Field(min_length=1)
-    messages: list[MessageParam] = Field(min_length=1, max_length=100_000)
+    messages: list[MessageParam] = Field(max_length=100_000)
     system: str | list[TextBlock] | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     thinking: dict[str, Any] | None = None
+    # ---- accepted, not acted on
+    cache_control: CacheControl = None
+    output_config: dict[str, Any] | None = None
+    output_format: dict[str, Any] | None = None
+    context_management: dict[str, Any] | None = None
+    mcp_servers: list[dict[str, Any]] | None = None
+    compaction: Any = None
+    speed: str | None = None
+    billing_policy: Any = None
+    user_profile_id: str | None = None
+    workspace_id: str | None = None
 
     @model_validator(mode="after")
     def _check_tools(self) -> MessageInput:
@@ -392,6 +497,26 @@ class MessageInput(Wire):
                     raise InvalidRequest(f"messages.{i}: user text blocks cannot carry citations.")
 
 
+class Metadata(Wire):
+    user_id: str | None = None
+
+
+class ThreadCreate(Wire):
+    """Start holding the conversation under the response's ``id``."""
+
+    type: Literal["create"]
+
+
+class ThreadContinue(Wire):
+    """Continue from a stored response: ``messages`` holds only what came after it."""
+
+    type: Literal["continue"]
+    previous_message_id: str = Field(min_length=1)
+
+
+ThreadParam = Annotated[ThreadCreate | ThreadContinue, Field(discriminator="type")]
+
+
 class MessageCreateParams(MessageInput):
     """The body of ``POST /v1/messages``."""
 
@@ -399,10 +524,24 @@ class MessageCreateParams(MessageInput):
     stop_sequences: list[str] | None = None
     stream: bool = False
     container: str | ContainerParam | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=0)
+    thread: ThreadParam | None = None
+    # ---- accepted, not acted on
+    service_tier: str | None = None
+    inference_geo: str | None = None
+    diagnostics: Any = None
+    fallbacks: Any = None
+    fallback_credit_token: str | None = None
+
+    @model_validator(mode="after")
+    def _some_messages(self) -> MessageCreateParams:
+        # An empty list only makes sense on a thread, whose stored conversation it continues.
+        if not self.messages and not isinstance(self.thread, ThreadContinue):
+            raise ValueError("messages: at least one message is required")
+        return self
 
     @property
     def container_id(self) -> str | None:
@@ -413,6 +552,8 @@ class MessageCreateParams(MessageInput):
 
 class CountTokensParams(MessageInput):
     """The body of ``POST /v1/messages/count_tokens``."""
+
+    messages: list[MessageParam] = Field(min_length=1, max_length=100_000)
 
 
 class TokenCount(BaseModel):
@@ -430,17 +571,32 @@ class ServerToolUsage(BaseModel):
     execution_time_seconds: float = 0.0
 
 
+class CacheCreation(BaseModel):
+    ephemeral_1h_input_tokens: int = 0
+    ephemeral_5m_input_tokens: int = 0
+
+
 class Usage(BaseModel):
+    """Every field of the SDKs' ``Usage`` and ``BetaUsage`` (so also of ``MessageDeltaUsage``)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_creation: CacheCreation = Field(default_factory=CacheCreation)
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     server_tool_use: ServerToolUsage = Field(default_factory=ServerToolUsage)
+    service_tier: Literal["standard"] = "standard"
+    inference_geo: str | None = None
+    output_tokens_details: dict[str, Any] | None = None
+    speed: str | None = None
+    fallback_credit: dict[str, Any] | None = None
+    iterations: list[dict[str, Any]] | None = None
 
 
 class ContainerInfo(BaseModel):
     id: str
     expires_at: datetime
+    skills: list[dict[str, Any]] | None = None
 
 
 StopReason = Literal[
@@ -456,8 +612,11 @@ class Message(BaseModel):
     content: list[ContentBlock] = Field(default_factory=list)
     stop_reason: StopReason | None = None
     stop_sequence: str | None = None
+    stop_details: dict[str, Any] | None = None
     usage: Usage = Field(default_factory=Usage)
     container: ContainerInfo | None = None
+    diagnostics: dict[str, Any] | None = None
+    context_management: dict[str, Any] | None = None
 
 
 # --- server-sent events (spec section 6) ----------------------------------------------------
@@ -498,6 +657,7 @@ class ContentBlockStopEvent(BaseModel):
 class MessageDelta(BaseModel):
     stop_reason: StopReason | None
     stop_sequence: str | None
+    stop_details: dict[str, Any] | None = None
     container: ContainerInfo | None
 
 
@@ -507,6 +667,7 @@ class MessageDeltaEvent(BaseModel):
     type: Literal["message_delta"] = "message_delta"
     delta: MessageDelta
     usage: Usage
+    context_management: dict[str, Any] | None = None
 
 
 class MessageStopEvent(BaseModel):

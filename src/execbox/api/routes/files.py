@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
 from execbox.api.bodies import receive_file
-from execbox.api.deps import services, workspace
+from execbox.api.deps import api_version, services, workspace
 from execbox.errors import InvalidRequest
 from execbox.files.store import FileRecord, FileStore
 from execbox.protocol.files import LEGACY_FILES_BETA, FileDeleted, FileList, FileMetadata
 
-router = APIRouter(prefix="/v1/files")
+router = APIRouter(prefix="/v1/files", dependencies=[Depends(api_version)])
 
 Workspace = Annotated[str, Depends(workspace)]
 

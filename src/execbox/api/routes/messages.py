@@ -11,23 +11,24 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from execbox.api.bodies import read_params
-from execbox.api.deps import services, workspace
+from execbox.api.deps import api_version, services, workspace
 from execbox.api.sse import stream_response
 from execbox.protocol.messages import CountTokensParams, Message, MessageCreateParams, TokenCount
 from execbox.services import Services
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(api_version)])
 
 Workspace = Annotated[str, Depends(workspace)]
 Svc = Annotated[Services, Depends(services)]
+Version = Annotated[str, Depends(api_version)]
 
 DISCONNECT_POLL = 0.5  # seconds between checks that a plain response's client is still there
 
 
 @router.post("/v1/messages")
-async def create_message(request: Request, caller: Workspace, svc: Svc) -> Response:
+async def create_message(request: Request, caller: Workspace, version: Version, svc: Svc) -> Response:
     params = await read_params(request, MessageCreateParams)
-    params.check_version(request.headers.get("anthropic-version"))
+    params.check_version(version)
     turn = await svc.conversation.start(params, caller)
     if params.stream:
         return await stream_response(turn.events(), request)
@@ -52,8 +53,8 @@ async def _while_connected(work: Coroutine[Any, Any, Message], request: Request)
         task.cancel()
 
 
-@router.post("/v1/messages/count_tokens", dependencies=[Depends(workspace)])
-async def count_tokens(request: Request, svc: Svc) -> TokenCount:
+@router.post("/v1/messages/count_tokens")
+async def count_tokens(request: Request, version: Version, svc: Svc) -> TokenCount:
     params = await read_params(request, CountTokensParams)
-    params.check_version(request.headers.get("anthropic-version"))
+    params.check_version(version)
     return TokenCount(input_tokens=await svc.conversation.count_tokens(params))

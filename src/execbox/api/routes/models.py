@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from execbox.api.deps import services, workspace
+from execbox.api.deps import api_version, services
 from execbox.backends import base
 from execbox.errors import InvalidRequest
 from execbox.protocol.models import ModelInfo, ModelList
 from execbox.services import Services
 
-router = APIRouter(dependencies=[Depends(workspace)])
+router = APIRouter(dependencies=[Depends(api_version)])
 
 Svc = Annotated[Services, Depends(services)]
 
