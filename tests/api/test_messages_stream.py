@@ -100,6 +100,7 @@ def test_a_client_leaving_a_plain_request_stops_its_code(server: Server) -> None
     address = urlsplit(server.url)
     head = (
         f"POST /v1/messages HTTP/1.1\r\nhost: {address.netloc}\r\ncontent-type: application/json\r\n"
+        "anthropic-version: 2023-06-01\r\n"
         f"content-length: {len(payload)}\r\n\r\n"
     ).encode()
     with socket.create_connection((address.hostname, address.port)) as connection:
