@@ -81,6 +81,8 @@ def serve(**overrides: Any) -> None:
         log.warning("INSECURE: running without: %s", problem)
     app = create_app(settings)
     log.info("execbox listening on http://%s:%d (data in %s)", settings.host, settings.port, settings.data_dir)
+    for line in app.state.services.backends.describe():
+        log.info("models: %s", line)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
 
 

@@ -50,6 +50,15 @@ def _split_csv(value: object) -> list[str]:
     return list(value or [])
 
 
+# The Claude ids the code execution documents' examples use: served offline by default.
+DOCUMENT_MODELS = (
+    "claude-opus-4-20250514",
+    "claude-sonnet-4-20250514",
+    "claude-3-7-sonnet-20250219",
+    "claude-3-5-haiku-latest",
+    "claude-sonnet-4-5",
+)
+
 Size = Annotated[int, BeforeValidator(parse_size)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
@@ -144,7 +153,8 @@ class Settings(BaseSettings):
 
     # --- Messages API -----------------------------------------------------------------------
     max_tool_iterations: int = Field(
-        10, description="Tool calls in one request before the turn stops with `pause_turn`."
+        10, description="Code executions in one request after which the turn stops with `pause_turn` (right "
+        "after a result block, once the calls the model made together have run)."
     )
     tool_error_names: Literal["sdk", "legacy"] = Field(
         "sdk",
@@ -168,6 +178,16 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated model ids served through the OpenAI-compatible endpoint."
     )
     upstream_timeout: float = Field(600.0, description="Seconds to wait for an upstream model.")
+    anthropic_models: CsvList = Field(
+        default_factory=list,
+        description="Comma-separated Claude model ids to serve through Anthropic besides the built-in list "
+        "(current snapshots and their aliases).",
+    )
+    direct_models: CsvList = Field(
+        default_factory=lambda: list(DOCUMENT_MODELS),
+        description="Comma-separated model ids the offline `direct` model answers for besides `execbox-direct` "
+        "when no Anthropic key is configured; default: the Claude ids of the documentation's examples.",
+    )
 
     @property
     def database(self) -> str:

@@ -400,11 +400,16 @@ async def test_count_tokens_errors_are_mapped(backend: AnthropicBackend, upstrea
         await backend.count_tokens(ask())
 
 
-async def test_serves_claude_models_and_lists_current_ones(backend: AnthropicBackend) -> None:
-    assert backend.serves("claude-sonnet-4-5")
-    assert backend.serves("claude-3-5-haiku-20241022")
+async def test_serves_exactly_the_claude_models_it_lists(backend: AnthropicBackend) -> None:
+    assert backend.serves("claude-sonnet-4-5") and backend.serves("claude-sonnet-4-5-20250929")
+    assert not backend.serves("claude-3-5-haiku-20241022")  # not listed, so not served
     assert not backend.serves("gpt-4o")
     ids = [model.id for model in backend.models()]
+    assert len(ids) == len(set(ids))
+    extended = AnthropicBackend("sk-test", extra_models=["claude-3-5-haiku-20241022"])
+    assert extended.serves("claude-3-5-haiku-20241022")
+    assert "claude-3-5-haiku-20241022" in [model.id for model in extended.models()]
+    await extended.aclose()
     assert "claude-sonnet-4-5-20250929" in ids
     assert {model.id: model.created_at.date().isoformat() for model in backend.models()}[
         "claude-sonnet-4-5-20250929"] == "2025-09-29"

@@ -85,10 +85,13 @@ def assistant(*blocks: dict[str, Any]) -> dict[str, Any]:
 CALL = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "bash_code_execution", "input": {}}
 
 
-def test_it_serves_any_model_and_lists_execbox_direct() -> None:
+def test_it_serves_exactly_the_ids_it_lists() -> None:
     backend = DirectBackend()
     assert [m.id for m in backend.models()] == ["execbox-direct"]
-    assert backend.serves("execbox-direct") and backend.serves("claude-opus-4-20250514")
+    assert backend.serves("execbox-direct") and not backend.serves("claude-opus-4-20250514")
+    aliased = DirectBackend(aliases=["claude-opus-4-20250514", "execbox-direct", "claude-opus-4-20250514"])
+    assert [m.id for m in aliased.models()] == ["execbox-direct", "claude-opus-4-20250514"]
+    assert aliased.serves("claude-opus-4-20250514") and not aliased.serves("gpt-4o")
 
 
 @pytest.mark.parametrize("info", ["python", "py", ""])

@@ -575,7 +575,7 @@ async def test_a_forced_tool_choice_applies_to_the_first_model_call(make_convers
 
 
 async def test_count_tokens_includes_the_tools(conversation: Conversation) -> None:
-    bare = CountTokensParams.model_validate({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    bare = CountTokensParams.model_validate({"model": "execbox-direct", "messages": [{"role": "user", "content": "hi"}]})
     with_tool = CountTokensParams.model_validate(
         {
             **bare.model_dump(exclude_unset=True),

@@ -12,7 +12,7 @@ names a running server to use instead of starting one.
 from __future__ import annotations
 
 EXEC_TIMEOUT_S = 3
-MAX_TOOL_ITERATIONS = 4
+MAX_TOOL_ITERATIONS = 5
 OUTPUT_FILE_LIMIT = 64 * 1024
 CONTAINER_TTL_S = 2
 

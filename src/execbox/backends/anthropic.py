@@ -1,8 +1,10 @@
 """Claude models through Anthropic's Messages API (or any server speaking it).
 
 execbox's code tools are given to Claude as ordinary client tools; execbox runs them and
-the history is rewritten in client-tool form (see ``_convert``). The model list is a
-static list of current Claude ids; any ``claude-*`` id is forwarded.
+the history is rewritten in client-tool form (see ``_convert``). The backend serves exactly
+the ids it lists: a static list of Claude snapshots and their aliases, plus any ids the
+operator adds (``EXECBOX_ANTHROPIC_MODELS``), so ``GET /v1/models`` and ``POST /v1/messages``
+agree.
 
 ``thinking`` is forwarded, but thinking blocks are neither relayed nor sent back, and Claude
 refuses thinking on a call that answers tool calls made without it; so a tool loop's calls
@@ -42,28 +44,43 @@ def _claude(model_id: str, display_name: str, max_tokens: int) -> ModelInfo:
     return ModelInfo(model_id, display_name, max_tokens=max_tokens, created_at=created)
 
 
-CLAUDE_MODELS = [
+CLAUDE_SNAPSHOTS = [
     _claude("claude-opus-4-5-20251101", "Claude Opus 4.5", 64_000),
     _claude("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", 64_000),
     _claude("claude-haiku-4-5-20251001", "Claude Haiku 4.5", 64_000),
     _claude("claude-opus-4-1-20250805", "Claude Opus 4.1", 32_000),
+    _claude("claude-opus-4-20250514", "Claude Opus 4", 32_000),
     _claude("claude-sonnet-4-20250514", "Claude Sonnet 4", 64_000),
+]
+# Each snapshot also under its alias (the id without the date: ``claude-sonnet-4-5``).
+CLAUDE_MODELS = CLAUDE_SNAPSHOTS + [
+    ModelInfo(info.id[:-9], info.display_name, info.max_input_tokens, info.max_tokens, info.created_at)
+    for info in CLAUDE_SNAPSHOTS
 ]
 
 
 class AnthropicBackend:
-    """Forwards ``claude-*`` models to ``{base_url}/v1/messages`` with the operator's key."""
+    """Forwards its Claude models to ``{base_url}/v1/messages`` with the operator's key."""
 
-    def __init__(self, api_key: str, base_url: str = "https://api.anthropic.com", timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = "https://api.anthropic.com",
+        timeout: float = 600.0,
+        extra_models: list[str] | tuple[str, ...] = (),
+    ) -> None:
+        known = {info.id for info in CLAUDE_MODELS}
+        self._models = CLAUDE_MODELS + [ModelInfo(model, model) for model in extra_models if model not in known]
+        self._ids = {info.id for info in self._models}
         self.base_url = base_url.rstrip("/")
         self._headers = {"x-api-key": api_key, "anthropic-version": API_VERSION}
         self._client = httpx.AsyncClient(timeout=timeout)
 
     def models(self) -> list[ModelInfo]:
-        return list(CLAUDE_MODELS)
+        return list(self._models)
 
     def serves(self, model: str) -> bool:
-        return model.startswith("claude-")
+        return model in self._ids
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         body = {**self._params(request), "max_tokens": request.max_tokens, "stream": True}

@@ -1,8 +1,8 @@
 """The built-in ``direct`` model: offline, deterministic, runs the code it is given.
 
-It serves ``execbox-direct`` and *any model id no other backend claims*, so the
-documentation's examples naming ``claude-opus-4-20250514`` work offline when no Anthropic
-key is configured. It executes the fenced blocks of the last user message, in order, one
+It serves ``execbox-direct`` and the ids it is given as aliases: with no Anthropic key
+configured, the Claude ids of the product documents (``claude-opus-4-20250514``...), so
+their examples work offline (``EXECBOX_DIRECT_MODELS``). It executes the fenced blocks of the last user message, in order, one
 tool call per turn; the info string selects the action:
 
 - ```` ```python ````, ```` ```py ```` or no language: Python.
@@ -78,11 +78,17 @@ class _Call:
 class DirectBackend:
     """The offline model (see the module docstring)."""
 
+    def __init__(self, aliases: list[str] | tuple[str, ...] = ()) -> None:
+        self._ids = [MODEL_ID, *(alias for alias in dict.fromkeys(aliases) if alias != MODEL_ID)]
+
     def models(self) -> list[ModelInfo]:
-        return [ModelInfo(id=MODEL_ID, display_name="execbox direct (runs fenced code blocks)")]
+        name = "execbox direct (runs fenced code blocks)"
+        return [ModelInfo(id=MODEL_ID, display_name=name)] + [
+            ModelInfo(id=alias, display_name=f"{alias}, served by {name}") for alias in self._ids[1:]
+        ]
 
     def serves(self, model: str) -> bool:
-        return True
+        return model in self._ids
 
     async def count_tokens(self, request: ModelRequest) -> int:
         return approximate_tokens(

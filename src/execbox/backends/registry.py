@@ -1,8 +1,9 @@
 """Which backend serves which model.
 
-The built-in ``direct`` backend is always present and comes last: it serves every model id
-no other backend claims, so requests naming e.g. ``claude-opus-4-20250514`` work offline
-when no Anthropic key is configured.
+Every backend serves exactly the ids it lists, so ``GET /v1/models`` and ``POST /v1/messages``
+agree, and an id no backend lists is a 404. The built-in ``direct`` backend is always present
+and comes last; with no Anthropic key configured it also answers for the Claude ids of the
+product documents (``EXECBOX_DIRECT_MODELS``), so their examples run offline.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Backends:
                     api_key=settings.anthropic_api_key,
                     base_url=settings.anthropic_base_url,
                     timeout=settings.upstream_timeout,
+                    extra_models=settings.anthropic_models,
                 )
             )
         if settings.openai_base_url:
@@ -43,7 +45,7 @@ class Backends:
                     timeout=settings.upstream_timeout,
                 )
             )
-        backends.append(DirectBackend())
+        backends.append(DirectBackend(aliases=[] if settings.anthropic_api_key else settings.direct_models))
         return cls(backends)
 
     def for_model(self, model: str) -> ModelBackend:
@@ -51,10 +53,19 @@ class Backends:
         for backend in self._backends:
             if backend.serves(model):
                 return backend
-        raise NotFound(f"Model `{model}` not found.")
+        raise NotFound(f"Model `{model}` not found. `GET /v1/models` lists the models this server serves.")
+
+    def describe(self) -> list[str]:
+        """One line per backend: its name and the ids it serves (for the start-up log)."""
+        lines = []
+        for backend in self._backends:
+            name = type(backend).__name__.removesuffix("Backend").lower()
+            ids = [info.id for info in backend.models() if self.for_model(info.id) is backend]
+            lines.append(f"{name} serves {', '.join(ids) if ids else 'no model'}")
+        return lines
 
     def models(self) -> list[ModelInfo]:
-        """Every listed model, in backend order, without duplicates."""
+        """Every model served, in backend order; an id two backends list goes to the first."""
         seen: dict[str, ModelInfo] = {}
         for backend in self._backends:
             for info in backend.models():
@@ -62,7 +73,7 @@ class Backends:
         return list(seen.values())
 
     def model(self, model_id: str) -> ModelInfo:
-        """One listed model (NotFound if it is not listed)."""
+        """One served model (NotFound if no backend serves it)."""
         for info in self.models():
             if info.id == model_id:
                 return info

@@ -179,13 +179,17 @@ def test_unknown_and_foreign_containers_are_not_found(client: anthropic.Anthropi
         ask(team_b, "hi", container=mine.container.id)
 
 
-def test_an_expired_container_is_a_bad_request(expiring_url: str) -> None:
+def test_an_expired_container_is_not_found(expiring_url: str) -> None:
     client = sdk(expiring_url)
     first = ask(client, block("bash", "echo soon gone"))
     assert first.container is not None
     time.sleep(CONTAINER_TTL_S + 2)
-    with pytest.raises(anthropic.BadRequestError, match="expired"):
-        ask(client, block("bash", "echo again"), container=first.container.id)
+    with pytest.raises(anthropic.NotFoundError) as failure:
+        ask(client, block("bash", "echo again"), container={"id": first.container.id})
+    # The shape agent frameworks recognise a dead container by (they retry without it).
+    assert failure.value.body["error"]["message"].startswith("Container not found")  # type: ignore[index]
+    assert "expired" in failure.value.body["error"]["message"]  # type: ignore[index]
+    assert failure.value.response.headers["x-should-retry"] == "false"
 
 
 def test_pause_turn_and_continuation(client: anthropic.Anthropic) -> None:
@@ -195,11 +199,12 @@ def test_pause_turn_and_continuation(client: anthropic.Anthropic) -> None:
     assert paused.container is not None
     messages: Any = [{"role": "user", "content": prompt}, {"role": "assistant", "content": paused.content}]
     resumed = ask(client, None, messages=messages, container=paused.container.id)
+    # The turn paused right after a result: no call is left pending.
+    assert [b.type for b in paused.content[-2:]] == ["server_tool_use", "bash_code_execution_tool_result"]
     assert resumed.stop_reason == "end_turn"
-    # The call the turn paused on runs first; the response holds only the new blocks.
-    assert [b.type for b in resumed.content] == ["bash_code_execution_tool_result", "text"]
-    assert resumed.content[0].tool_use_id == paused.content[-1].id  # type: ignore[union-attr]
-    assert resumed.content[0].content.stdout == f"step {MAX_TOOL_ITERATIONS + 1}\n"  # type: ignore[union-attr]
+    # The response holds only the new blocks.
+    assert [b.type for b in resumed.content] == ["server_tool_use", "bash_code_execution_tool_result", "text"]
+    assert resumed.content[1].content.stdout == f"step {MAX_TOOL_ITERATIONS + 1}\n"  # type: ignore[union-attr]
 
 
 def test_client_tools_between_code_executions(client: anthropic.Anthropic) -> None:

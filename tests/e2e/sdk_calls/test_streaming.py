@@ -76,11 +76,12 @@ def test_streamed_pause_and_client_tool_turns(client: anthropic.Anthropic) -> No
     paused = turn()
     assert paused.stop_reason == "pause_turn"
     resumed = turn(container=paused.container.id)
-    # The paused call's result comes first, then the model goes on to the client tool.
-    assert [b.type for b in resumed.content] == ["bash_code_execution_tool_result", "tool_use"]
-    assert resumed.content[0].tool_use_id == paused.content[-1].id
-    assert (resumed.stop_reason, resumed.content[1].input) == ("tool_use", {"word": "box"})
-    reply = {"type": "tool_result", "tool_use_id": resumed.content[1].id, "content": "a box"}
+    # The turn paused right after a result; the model goes on with the last run, then the client tool.
+    assert paused.content[-1].type == "bash_code_execution_tool_result"
+    assert [b.type for b in resumed.content] == ["server_tool_use", "bash_code_execution_tool_result", "tool_use"]
+    assert resumed.content[1].content.stdout == f"{MAX_TOOL_ITERATIONS}\n"
+    assert (resumed.stop_reason, resumed.content[2].input) == ("tool_use", {"word": "box"})
+    reply = {"type": "tool_result", "tool_use_id": resumed.content[2].id, "content": "a box"}
     messages.append({"role": "user", "content": [reply]})
     answered = turn(container=paused.container.id)
     assert answered.stop_reason == "end_turn" and answered.content[-1].text == "last\n"
