@@ -118,6 +118,52 @@ class FileExpired(NotFound):
         super().__init__(f"File `{file_id}` has expired.", error_code="file_expired")
 
 
+class ThreadNotFound(NotFound):
+    """No usable thread state for ``previous_message_id`` (unknown, expired, another workspace's)."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(
+            f"thread: no thread state for `{message_id}` (unknown or expired). Send the full conversation "
+            'with `thread: {"type": "create"}` to start a new thread.',
+            error_code="thread_not_found",
+        )
+
+
+class ThreadAlreadyContinued(InvalidRequest):
+    def __init__(self, message_id: str) -> None:
+        super().__init__(
+            f"thread: `{message_id}` was already continued; each response can be continued once. Continue "
+            "from the thread's most recent response.",
+            error_code="thread_already_continued",
+        )
+
+
+class ThreadContinueInFlight(InvalidRequest):
+    def __init__(self, message_id: str) -> None:
+        super().__init__(
+            f"thread: another request is already continuing `{message_id}`.",
+            error_code="thread_continue_in_flight",
+        )
+
+
+class ThreadFingerprintMismatch(InvalidRequest):
+    def __init__(self, fields: list[str]) -> None:
+        names = " and ".join(f"`{field}`" for field in fields)
+        super().__init__(
+            f"thread: {names} cannot be sent when continuing a thread; it keeps the values it was created "
+            'with. Send the full conversation with `thread: {"type": "create"}` to change them.',
+            error_code="thread_fingerprint_mismatch",
+        )
+
+
+class ThreadUnsupportedRequest(InvalidRequest):
+    """A ``thread`` this server will not serve: the SDKs then send the full conversation without one."""
+
+    def __init__(self, reason: str, unsupported: list[str] | None = None) -> None:
+        details = {"unsupported": unsupported} if unsupported else {}
+        super().__init__(f"thread: {reason}", error_code="thread_unsupported_request", **details)
+
+
 class TooManyContainers(RateLimited):
     """The workspace has as many live containers as the server allows (``max_containers``)."""
 

@@ -14,6 +14,7 @@ from execbox import db
 from execbox.backends.registry import Backends
 from execbox.containers.manager import ContainerManager
 from execbox.conversation.loop import Conversation
+from execbox.conversation.thread_store import ThreadStore
 from execbox.files.store import FileStore
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.forkengine import ForkEngine
@@ -87,7 +88,9 @@ class Services:
             max_containers=settings.max_containers,
         )
         backends = Backends.from_settings(settings)
-        conversation = Conversation(backends=backends, containers=containers, files=files, settings=settings)
+        conversation = Conversation(
+            backends=backends, containers=containers, files=files, settings=settings, threads=ThreadStore(database)
+        )
         return cls(settings, database, files, containers, backends, conversation)
 
     async def start(self) -> None:

@@ -162,6 +162,15 @@ class Settings(BaseSettings):
         "names (code_execution_exceeded, container_expired).",
     )
     max_upload_size: Size = Field(500 * 1000**2, description="Largest Files API upload (413 above).")
+    message_threads: bool = Field(
+        True,
+        description="Serve message threads (the `thread` field of the SDKs' tool runners): conversations are "
+        "kept in the database for THREAD_TTL. Off: such requests answer 400 `thread_unsupported_request`, "
+        "and the SDKs resend the full conversation without a thread.",
+    )
+    thread_ttl: float = Field(
+        300.0, description="Seconds a thread's latest response can be continued; each stored response restarts it."
+    )
 
     # --- model backends ---------------------------------------------------------------------
     anthropic_api_key: str | None = Field(

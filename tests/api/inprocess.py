@@ -16,6 +16,7 @@ from execbox.backends.base import ModelBackend
 from execbox.backends.direct import DirectBackend
 from execbox.backends.registry import Backends
 from execbox.conversation.loop import Conversation
+from execbox.conversation.thread_store import ThreadStore
 from execbox.files.store import FileStore
 from execbox.services import Services
 from execbox.settings import Settings
@@ -34,7 +35,9 @@ async def app_client(
     files = FileStore(database, tmp_path / "files", max_size=1_000_000)
     containers = FakeContainers(tmp_path / "containers", files, timeout_s=5)
     backends = Backends([backend or DirectBackend()])
-    conversation = Conversation(backends=backends, containers=containers, files=files, settings=config)  # type: ignore[arg-type]
+    conversation = Conversation(
+        backends=backends, containers=containers, files=files, settings=config, threads=ThreadStore(database)  # type: ignore[arg-type]
+    )
     services = Services(config, database, files, containers, backends, conversation)  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=create_app(config, services))
     headers = {"anthropic-version": "2023-06-01"}

@@ -8,23 +8,35 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from execbox import db
 from execbox.backends.base import ModelBackend
 from execbox.backends.direct import DirectBackend
 from execbox.backends.registry import Backends
 from execbox.conversation.loop import Conversation
+from execbox.conversation.thread_store import ThreadStore
 from execbox.files.store import FileStore
 from execbox.settings import Settings
 from tests.conversation.fakes import FakeContainers
 
 
 @pytest.fixture
-def files(tmp_path: Path) -> Iterator[FileStore]:
-    database = db.connect(f"sqlite:///{tmp_path / 'meta.db'}")
-    db.create_tables(database)
-    yield FileStore(database, tmp_path / "files", max_size=1_000_000)
-    database.dispose()
+def database(tmp_path: Path) -> Iterator[sa.Engine]:
+    engine = db.connect(f"sqlite:///{tmp_path / 'meta.db'}")
+    db.create_tables(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def files(tmp_path: Path, database: sa.Engine) -> FileStore:
+    return FileStore(database, tmp_path / "files", max_size=1_000_000)
+
+
+@pytest.fixture
+def thread_store(database: sa.Engine) -> ThreadStore:
+    return ThreadStore(database)
 
 
 @pytest.fixture
@@ -36,7 +48,9 @@ MakeConversation = Callable[..., Conversation]
 
 
 @pytest.fixture
-def make_conversation(tmp_path: Path, files: FileStore, containers: FakeContainers) -> MakeConversation:
+def make_conversation(
+    tmp_path: Path, files: FileStore, containers: FakeContainers, thread_store: ThreadStore
+) -> MakeConversation:
     """``make_conversation(backend=None, **settings)``: a Conversation with those settings."""
 
     def make(backend: ModelBackend | None = None, **settings: Any) -> Conversation:
@@ -45,6 +59,7 @@ def make_conversation(tmp_path: Path, files: FileStore, containers: FakeContaine
             containers=containers,  # type: ignore[arg-type]
             files=files,
             settings=Settings(data_dir=tmp_path, **settings),
+            threads=thread_store,
         )
 
     return make

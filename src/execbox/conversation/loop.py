@@ -47,6 +47,8 @@ from execbox.conversation.history import (
     with_upload_notes,
 )
 from execbox.conversation.results import ERROR_CODES, edit_block, error_block, execution_block
+from execbox.conversation.thread_store import ThreadStore
+from execbox.conversation.threads import Threads, ThreadTurn
 from execbox.conversation.tools import SERVER_TOOLS, InvalidToolInput, sandbox_request, server_tools
 from execbox.errors import ContainerExpired, ExecboxError, FileNotFound, InvalidRequest, LegacyContainerExpired
 from execbox.files.store import FileStore, safe_filename
@@ -127,31 +129,54 @@ def history_of(params: MessageInput) -> list[dict[str, Any]]:
 
 
 class Conversation:
-    """Runs Messages requests against the model backends, containers and files."""
+    """Runs Messages requests against the model backends, containers and files.
+
+    Without a ``ThreadStore`` (``threads``), requests that carry ``thread`` are answered
+    ``thread_unsupported_request``.
+    """
 
     def __init__(
-        self, *, backends: Backends, containers: ContainerManager, files: FileStore, settings: Settings
+        self,
+        *,
+        backends: Backends,
+        containers: ContainerManager,
+        files: FileStore,
+        settings: Settings,
+        threads: ThreadStore | None = None,
     ) -> None:
         self.backends = backends
         self.containers = containers
         self.files = files
         self.settings = settings
+        self.threads = Threads(threads, enabled=settings.message_threads, ttl_s=settings.thread_ttl)
 
     async def start(self, params: MessageCreateParams, workspace: str) -> Turn:
         """Check the request and prepare its container; raises before any output is produced.
 
+        On a thread, the request is first completed with the thread's stored conversation.
         The container is created (or fetched, when ``container`` names one) only when the
         code execution tool is offered; the current turn's ``container_upload`` files are
         copied into it.
         """
         backend = self.backends.for_model(params.model)
+        thread = await self.threads.begin(params, workspace)
+        try:
+            turn = await self._start(thread.params if thread else params, workspace, backend)
+        except BaseException:
+            if thread is not None:
+                await thread.finish()
+            raise
+        turn.thread = thread
+        return turn
+
+    async def _start(self, params: MessageCreateParams, workspace: str, backend: ModelBackend) -> Turn:
         history = history_of(params)
         _check_open_calls(history, tool_specs(params))
         uploads = current_uploads(history)
         if params.code_tool is None:
             if uploads:
                 raise InvalidRequest("container_upload blocks need the code execution tool in `tools`.")
-            return Turn(self, params, workspace, backend, history, None)
+            return Turn(self, params, workspace, backend, history, None, raw_history=history)
         if isinstance(params.container, ContainerParam) and params.container.skills:
             raise InvalidRequest("container.skills: skills are not supported by this server.")
         records = [await asyncio.to_thread(self.files.get, workspace, file_id) for file_id in uploads]
@@ -167,7 +192,7 @@ class Conversation:
         paths = await asyncio.to_thread(self._earlier_upload_paths, workspace, history)
         for record in records:
             paths[record.id] = f"{WORKSPACE}/{await self.containers.upload(workspace, container.id, record)}"
-        return Turn(self, params, workspace, backend, with_upload_notes(history, paths), container)
+        return Turn(self, params, workspace, backend, with_upload_notes(history, paths), container, raw_history=history)
 
     def _earlier_upload_paths(self, workspace: str, history: list[dict[str, Any]]) -> dict[str, str]:
         """Where the files of earlier turns' uploads went (those still in the Files API)."""
@@ -197,8 +222,11 @@ class Turn:
         backend: ModelBackend,
         history: list[dict[str, Any]],
         container: Container | None,
+        raw_history: list[dict[str, Any]] | None = None,
     ) -> None:
         self._settings = conversation.settings
+        self.thread: ThreadTurn | None = None
+        self._raw_history = history if raw_history is None else raw_history  # as sent: what a thread keeps
         self._containers = conversation.containers
         self.params = params
         self.workspace = workspace
@@ -235,6 +263,8 @@ class Turn:
                 if event is not None:
                     yield event
             await self._refresh_container()
+            if self.thread is not None:
+                await self.thread.store(message, self._raw_history)
             if not started:
                 yield self._message_start()
             yield MessageDeltaEvent(
@@ -245,6 +275,8 @@ class Turn:
             )
             yield MessageStopEvent()
         finally:
+            if self.thread is not None:
+                await self.thread.finish()
             log.info(
                 "message %s model=%s stream=%s model_calls=%d executions=%d stop_reason=%s container=%s",
                 message.id,

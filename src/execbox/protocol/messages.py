@@ -56,13 +56,13 @@ class Wire(BaseModel):
     @model_serializer(mode="wrap")
     def _without_request_only_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        for key in REQUEST_ONLY:
+        for key in OMITTED_WHEN_NULL:
             if key in data and data[key] is None:
                 del data[key]
         return data
 
 
-REQUEST_ONLY = ("cache_control", "toolset_name", "transformations")
+OMITTED_WHEN_NULL = ("cache_control", "toolset_name", "transformations", "tool_id")
 
 
 # Accepted wherever the SDKs allow it, and ignored (execbox has no prompt cache).
