@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -222,3 +223,148 @@ def test_count_tokens(http: httpx.Client) -> None:
     )
     assert tooled.json()["input_tokens"] > bare.json()["input_tokens"]
     assert_error(http.post("/v1/messages/count_tokens", json={"model": "m"}), 400, "invalid_request_error", "messages")
+
+
+@pytest.mark.parametrize(
+    ("payload", "path"),
+    [
+        (body(response_format={"type": "json"}), "response_format"),
+        (body(thread_id="t1"), "thread_id"),
+        (body(messages=[{"role": "user", "content": "hi", "name": "me"}]), "messages.0.name"),
+        (body([{"type": "text", "text": "hi", "cache_controll": {}}]), "messages.0.content.0.text.cache_controll"),
+        (body(tools=[{"name": "f", "input_schema": {"type": "object"}, "defer": True}]), "tools.0.custom.defer"),
+        (body(tools=[{**BASH[0], "timeout": 5}]), "tools.0.code_execution.timeout"),
+        (body(tool_choice={"type": "auto", "parallel": False}), "tool_choice.parallel"),
+        (body(metadata={"user_id": "u", "team": "x"}), "metadata.team"),
+        (body(container={"id": "container_x", "ttl": 5}), "container.ttl"),
+        (body(thread={"type": "create", "id": "x"}), "thread.create.id"),
+        (body(system=[{"type": "text", "text": "x", "lang": "en"}]), "system.0.lang"),
+    ],
+)
+def test_unknown_fields_are_extra_inputs(http: httpx.Client, payload: dict[str, Any], path: str) -> None:
+    error = assert_error(http.post("/v1/messages", json=payload), 400, "invalid_request_error")
+    assert error["error"]["message"] == f"{path}: Extra inputs are not permitted"
+
+
+def test_unknown_count_tokens_fields_are_extra_inputs(http: httpx.Client) -> None:
+    payload = {"model": "execbox-direct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    error = assert_error(http.post("/v1/messages/count_tokens", json=payload), 400, "invalid_request_error")
+    assert error["error"]["message"] == "max_tokens: Extra inputs are not permitted"
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"anthropic-version": None}, "anthropic-version: header is required"),
+        ({"anthropic-version": "2023-10-01"}, 'anthropic-version: "2023-10-01" is not a valid version'),
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "path", "payload"),
+    [
+        ("POST", "/v1/messages", body()),
+        ("POST", "/v1/messages/count_tokens", {"model": "execbox-direct", "messages": [{"role": "user", "content": "hi"}]}),
+        ("GET", "/v1/models", None),
+        ("GET", "/v1/files", None),
+    ],
+)
+def test_the_api_version_header_is_required(
+    server, headers: dict[str, Any], message: str, method: str, path: str, payload: Any
+) -> None:
+    sent = {key: value for key, value in {**HEADERS, **headers}.items() if value is not None}
+    response = httpx.request(method, server.url + path, json=payload, headers=sent)
+    error = assert_error(response, 400, "invalid_request_error")
+    assert error["error"]["message"] == message
+
+
+@pytest.mark.parametrize("version", ["2023-06-01", "2026-10-21", "2023-01-01"])
+def test_every_api_version_is_accepted(http: httpx.Client, version: str) -> None:
+    assert http.post("/v1/messages", json=body(), headers={"anthropic-version": version}).status_code == 200
+
+
+def test_unknown_and_expired_containers_are_404s(http: httpx.Client, start_server) -> None:
+    for container in ("container_nope", {"id": "container_nope"}):
+        response = http.post("/v1/messages", json=body(tools=BASH, container=container))
+        error = assert_error(response, 404, "not_found_error")["error"]
+        assert error["message"].startswith("Container not found") and "container_nope" in error["message"]
+        assert response.headers["x-should-retry"] == "false"
+    for naming, status in (("sdk", 404), ("legacy", 400)):
+        short = start_server(args=["--container-ttl", "0.5", "--tool-error-names", naming])
+        with httpx.Client(base_url=short.url, headers=HEADERS, timeout=60) as client:
+            first = client.post("/v1/messages", json=body("```bash\necho hi\n```", tools=BASH)).json()
+            container = first["container"]["id"]
+            time.sleep(1)
+            for form in (container, {"id": container}):
+                response = client.post("/v1/messages", json=body(tools=BASH, container=form))
+                assert response.status_code == status, response.text
+                error = response.json()["error"]
+                assert error["details"]["error_code"] == "container_expired" and "expired" in error["message"]
+                if naming == "sdk":
+                    assert error["type"] == "not_found_error" and error["message"].startswith("Container not found")
+                else:
+                    assert error["type"] == "invalid_request_error"
+        short.stop()
+
+
+def test_unserved_models_are_404s(http: httpx.Client) -> None:
+    for model in ("gpt-4o", "claude-opus-4-2025051"):
+        response = http.post("/v1/messages", json={**body(), "model": model})
+        assert_error(response, 404, "not_found_error", model)
+        assert http.get(f"/v1/models/{model}").status_code == 404
+    # What the documents name is served, and listed.
+    listed = [m["id"] for m in http.get("/v1/models", params={"limit": 1000}).json()["data"]]
+    assert "claude-opus-4-20250514" in listed and "execbox-direct" in listed
+    for model in listed:
+        assert http.post("/v1/messages", json={**body(), "model": model}).status_code == 200
+        assert http.get(f"/v1/models/{model}").json()["id"] == model
+
+
+# The non-optional fields of the TypeScript SDK's types (1.14), where execbox emits them.
+MESSAGE_FIELDS = {"id", "type", "role", "model", "content", "usage", "container", "diagnostics", "stop_details",
+                  "stop_reason", "stop_sequence", "context_management"}
+USAGE_FIELDS = {"input_tokens", "output_tokens", "cache_creation", "cache_creation_input_tokens",
+                "cache_read_input_tokens", "inference_geo", "output_tokens_details", "server_tool_use",
+                "service_tier", "speed", "fallback_credit", "iterations"}
+
+
+def test_every_declared_field_is_present(http: httpx.Client) -> None:
+    lookup = {"name": "lookup", "input_schema": {"type": "object"}}
+    prompt = "Hi.\n```bash\necho hi\n```\n```view missing.txt\n```\n```tool lookup\n{}\n```"
+    message = http.post("/v1/messages", json=body(prompt, tools=[*BASH, lookup])).json()
+    assert MESSAGE_FIELDS <= set(message) and USAGE_FIELDS <= set(message["usage"])
+    assert set(message["container"]) == {"id", "expires_at", "skills"} and message["container"]["skills"] is None
+    assert message["stop_details"] is None
+    calls = [b for b in message["content"] if b["type"] in ("tool_use", "server_tool_use")]
+    assert calls and all(b["caller"] == {"type": "direct"} for b in calls)
+    assert all("cache_control" not in b for b in message["content"])
+    error = next(b for b in message["content"] if b["type"] == "text_editor_code_execution_tool_result")
+    assert set(error["content"]) == {"type", "error_code", "error_message"}
+    streamed = sse(http.post("/v1/messages", json=body("hi", stream=True)))
+    start = next(data for name, data in streamed if name == "message_start")["message"]
+    assert MESSAGE_FIELDS <= set(start) and USAGE_FIELDS <= set(start["usage"])
+    text = next(data for name, data in streamed if name == "content_block_start")["content_block"]
+    assert text == {"type": "text", "text": "", "citations": None}
+    delta = next(data for name, data in streamed if name == "message_delta")
+    assert set(delta["delta"]) == {"stop_reason", "stop_sequence", "stop_details", "container"}
+    assert "context_management" in delta and USAGE_FIELDS <= set(delta["usage"])
+
+
+def test_threads_over_http(http: httpx.Client) -> None:
+    first = http.post("/v1/messages", json=body("```bash\necho one\n```", tools=BASH, thread={"type": "create"}))
+    assert first.status_code == 200, first.text
+    follow = {"type": "continue", "previous_message_id": first.json()["id"]}
+    more = [{"role": "user", "content": "```bash\necho two\n```"}]
+    second = http.post("/v1/messages", json={**body(), "messages": more, "thread": follow})
+    assert second.status_code == 200, second.text
+    assert second.json()["content"][-1]["text"] == "two\n"
+    again = http.post("/v1/messages", json={**body(), "messages": more, "thread": follow})
+    assert assert_error(again, 400, "invalid_request_error")["error"]["details"] == {
+        "error_code": "thread_already_continued"
+    }
+    lost = {"type": "continue", "previous_message_id": "msg_nope"}
+    missing = http.post("/v1/messages", json={**body(), "messages": more, "thread": lost})
+    assert assert_error(missing, 404, "not_found_error")["error"]["details"] == {"error_code": "thread_not_found"}
+    follow = {"type": "continue", "previous_message_id": second.json()["id"]}
+    repeated = http.post("/v1/messages", json={**body(tools=BASH), "messages": more, "thread": follow})
+    details = assert_error(repeated, 400, "invalid_request_error", "`tools`")["error"]["details"]
+    assert details == {"error_code": "thread_fingerprint_mismatch"}

@@ -33,19 +33,21 @@ def error_response(err: ExecboxError, request: Request) -> JSONResponse:
 def json_path(loc: tuple[Any, ...] | list[Any]) -> str:
     """A validation error's location as the API writes it: ``messages.0.content.0.text.foo``.
 
-    The tags pydantic adds for a message's ``str | list`` content (``text``/``blocks``) are
-    dropped; a block's or tool's own type tag stays, as in the API's ``tools.0.custom.strict``.
+    The tags of execbox's own unions (``str | list`` content and system, ``str | object``
+    container) are dropped; a block's or tool's type tag stays, as in the API's
+    ``tools.0.custom.strict``.
     """
     parts: list[str] = []
     for i, part in enumerate(loc):
         if part in ("body", "query", "path"):
             continue
-        if part in ("text", "blocks") and i and loc[i - 1] == "content" and (
-            i + 1 == len(loc) or isinstance(loc[i + 1], int)
-        ):
+        if i and part in _UNION_TAGS.get(str(loc[i - 1]), ()):
             continue
         parts.append(str(part))
     return ".".join(parts)
+
+
+_UNION_TAGS = {"content": ("text", "blocks"), "system": ("text", "blocks"), "container": ("id", "object")}
 
 
 def _describe_validation(exc: RequestValidationError) -> str:

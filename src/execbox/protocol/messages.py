@@ -341,6 +341,13 @@ MessageContent = Annotated[
 ]
 
 
+# ``str | list[TextBlock]``, tagged the same way.
+SystemContent = Annotated[
+    Annotated[str, Tag("text")] | Annotated[list[TextBlock], Tag("blocks")],
+    Discriminator(_text_or_blocks),
+]
+
+
 class MessageParam(Wire):
     role: Literal["user", "assistant"]
     content: MessageContent
@@ -444,7 +451,7 @@ class MessageInput(Wire):
 
     model: str = Field(min_length=1)
     messages: list[MessageParam] = Field(max_length=100_000)
-    system: str | list[TextBlock] | None = None
+    system: SystemContent | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     thinking: dict[str, Any] | None = None
@@ -497,6 +504,17 @@ class MessageInput(Wire):
                     raise InvalidRequest(f"messages.{i}: user text blocks cannot carry citations.")
 
 
+def _id_or_object(value: Any) -> str:
+    return "object" if isinstance(value, (dict, BaseModel)) else "id"
+
+
+# ``container``: an id, or ``{"id": ...}``; tagged so that an error is reported once.
+ContainerField = Annotated[
+    Annotated[str, Tag("id")] | Annotated[ContainerParam, Tag("object")],
+    Discriminator(_id_or_object),
+]
+
+
 class Metadata(Wire):
     user_id: str | None = None
 
@@ -523,7 +541,7 @@ class MessageCreateParams(MessageInput):
     max_tokens: int = Field(ge=0)
     stop_sequences: list[str] | None = None
     stream: bool = False
-    container: str | ContainerParam | None = None
+    container: ContainerField | None = None
     metadata: Metadata | None = None
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, ge=0, le=1)
