@@ -12,7 +12,9 @@
 #   2. .venv/: the server's Python environment (execbox and its dependencies, test tools).
 #   3. .venv/sdk-1.1/: a second environment with the 1.1 release of the anthropic SDK, for
 #      the compatibility tests (test only).
-#   4. The sandbox runtime environment (pandas, numpy, ...), built once per pin set into
+#   4. .venv/node-sdk-<version>/: the TypeScript SDK (@anthropic-ai/sdk) for the end-to-end
+#      tests that drive the server from node (test only; skipped when node is not installed).
+#   5. The sandbox runtime environment (pandas, numpy, ...), built once per pin set into
 #      /var/cache/execbox and reused by every later run on the machine.
 set -euo pipefail
 
@@ -20,6 +22,8 @@ cd "$(dirname "$0")"
 ROOT=$PWD
 VENV=$ROOT/.venv
 SDK1_VENV=$VENV/sdk-1.1
+TS_SDK_VERSION=1.14.0   # the latest 1.x release of @anthropic-ai/sdk; tests/e2e/test_typescript_sdk.py reads this line
+TS_SDK_DIR=$VENV/node-sdk-$TS_SDK_VERSION
 APT_PACKAGES=(bubblewrap util-linux e2fsprogs libseccomp2 python3 mount ca-certificates)
 # uv trusts the system's certificate store (where a TLS-intercepting proxy's CA is installed).
 export UV_SYSTEM_CERTS=1 UV_NATIVE_TLS=1
@@ -74,10 +78,23 @@ install_sdk1_venv() {
     touch "$stamp"
 }
 
+install_ts_sdk() {
+    local stamp=$TS_SDK_DIR/.execbox-installed
+    [ -f "$stamp" ] && return 0
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        step "node/npm not found: the TypeScript SDK tests will be skipped"
+        return 0
+    fi
+    step "installing @anthropic-ai/sdk $TS_SDK_VERSION for the TypeScript end-to-end tests"
+    mkdir -p "$TS_SDK_DIR"
+    npm install --prefix "$TS_SDK_DIR" --no-audit --no-fund --no-save --silent "@anthropic-ai/sdk@$TS_SDK_VERSION" >&2
+    touch "$stamp"
+}
+
 setup() {
     install_apt
     install_venv
-    [ "${1:-}" = test ] && install_sdk1_venv
+    [ "${1:-}" = test ] && install_sdk1_venv && install_ts_sdk
     step "sandbox runtime environment"
     "$VENV/bin/execbox" setup-runtime
 }
