@@ -5,6 +5,8 @@ Only the HTTP layer and the CLI import this module.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -22,6 +24,8 @@ from execbox.sandbox.types import Limits
 from execbox.settings import Settings
 
 log = logging.getLogger("execbox")
+
+THREAD_SWEEP_INTERVAL_S = 60.0  # expired thread state lingers at most this long
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -95,8 +99,16 @@ class Services:
 
     async def start(self) -> None:
         await self.containers.start()
+        self._sweeper = asyncio.create_task(
+            self.conversation.threads.sweep_forever(THREAD_SWEEP_INTERVAL_S), name="execbox-thread-sweeper"
+        )
 
     async def stop(self) -> None:
+        sweeper = getattr(self, "_sweeper", None)
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         await self.containers.stop()
         await self.backends.aclose()
         self.database.dispose()

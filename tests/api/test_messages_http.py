@@ -76,6 +76,14 @@ def test_a_plain_request_without_tools(http: httpx.Client) -> None:
         (body(tools=[*BASH, *BASH]), "at most one code execution tool"),
         (body(tools=[{"name": "f", "input_schema": {"type": "string"}}]), "tools.0.custom.input_schema"),
         (body(tool_choice={"type": "tool", "name": "missing"}), "missing"),
+        (
+            body(
+                tools=[*BASH, {"name": "q", "input_schema": {"type": "object"}, "allowed_callers": ["code_execution_20260120"]}],
+                tool_choice={"type": "tool", "name": "q"},
+            ),
+            "does not include `direct`",
+        ),
+        (body(tools=[{"name": "q", "input_schema": {"type": "object"}, "allowed_callers": ["someone"]}]), "allowed_callers"),
         (body(temperature=1.5), "temperature"),
         (body(messages=[{"role": "user", "content": "hi"}] * 100_001), "at most 100000"),
         (body(messages=[{"role": "user", "content": "go"}, {"role": "assistant", "content": [PENDING]}]), "srvtoolu_1"),
@@ -120,7 +128,16 @@ def test_unsupported_features_headers_and_query_params_are_ignored(http: httpx.C
         mcp_servers=[],
         inference_geo="us",
         cache_control={"type": "ephemeral"},
-        tools=[{**BASH[0], "cache_control": {"type": "ephemeral"}, "allowed_callers": ["direct"], "strict": False}],
+        tools=[
+            {**BASH[0], "cache_control": {"type": "ephemeral"}, "allowed_callers": ["direct"], "strict": False},
+            {"name": "q", "input_schema": {"type": "object"}, "allowed_callers": ["direct", "code_execution_20260120"],
+             "defer_loading": False, "input_examples": [{}], "eager_input_streaming": True, "type": "custom"},
+        ],
+        speed="standard",
+        fallbacks=None,
+        diagnostics=None,
+        output_format=None,
+        user_profile_id="u",
     )
     headers = {"anthropic-beta": "code-execution-2025-08-25,some-future-beta", "x-stainless-lang": "python"}
     response = http.post("/v1/messages?beta=true&whatever=1", json=payload, headers=headers)

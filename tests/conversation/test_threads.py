@@ -164,3 +164,14 @@ async def test_switched_off_threads_are_unsupported_requests(make_conversation: 
         with pytest.raises(ThreadUnsupportedRequest) as failure:
             await conversation.start(request("hi", thread=thread), "default")
         assert code_of(failure) == (400, "thread_unsupported_request")
+
+
+async def test_expired_thread_state_is_deleted(make_conversation: MakeConversation, thread_store: ThreadStore) -> None:
+    conversation = make_conversation(thread_ttl=0.2)
+    first = await run(conversation, request("hi", tool=None, thread=CREATE))
+    assert thread_store.state(first["id"]) == "open"
+    await asyncio.sleep(0.3)
+    sweeper = asyncio.create_task(conversation.threads.sweep_forever(0.05))
+    await asyncio.sleep(0.3)
+    sweeper.cancel()
+    assert thread_store.state(first["id"]) is None

@@ -7,7 +7,7 @@ created with, and the container it ran in. Its ``state`` makes each response con
 once: ``open`` -> ``in_flight`` (a continue is running) -> ``continued`` (its successor is
 stored; the conversation is dropped from the row, the successor holds it), or back to
 ``open`` when that continue fails. Rows past their expiry are deleted whenever a response is
-stored.
+stored, and by a periodic sweep (``purge``), so no conversation outlives its thread for long.
 
 Every method does blocking database work: call it from a worker thread.
 """
@@ -121,6 +121,11 @@ class ThreadStore:
                     expires_at=expires_at,
                 )
             )
+
+    def purge(self, now: datetime) -> int:
+        """Delete every expired row; returns how many."""
+        with self.engine.begin() as conn:
+            return conn.execute(threads_table.delete().where(threads_table.c.expires_at <= now)).rowcount
 
     def state(self, message_id: str) -> str | None:
         """The row's state (None if there is none): for tests and diagnostics."""

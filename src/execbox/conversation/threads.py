@@ -101,6 +101,17 @@ class Threads:
         self._store = store if enabled else None
         self._ttl_s = ttl_s
 
+    async def sweep_forever(self, interval_s: float) -> None:
+        """Delete expired thread state every ``interval_s`` seconds (run as a task)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._store is None:
+                continue
+            try:
+                await asyncio.to_thread(self._store.purge, utcnow())
+            except Exception:
+                log.exception("thread sweep failed")
+
     async def begin(self, params: MessageCreateParams, workspace: str) -> ThreadTurn | None:
         """None for a request without ``thread``; else its turn, whose ``params`` the request
         runs with. Raises the thread errors of the module docstring."""
