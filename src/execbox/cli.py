@@ -26,7 +26,10 @@ def _setting_options(func: Any) -> Any:
         if name in _HIDDEN_FROM_FLAGS:
             continue
         flag = "--" + name.replace("_", "-")
-        if field.annotation is bool:
+        if field.annotation is bool and field.default is True:  # on by default: the flag turns it off
+            off = "--no-" + name.replace("_", "-")
+            func = click.option(f"{flag}/{off}", name, default=None, help=field.description)(func)
+        elif field.annotation is bool:
             func = click.option(flag, name, is_flag=True, default=None, help=field.description)(func)
         else:
             func = click.option(flag, name, default=None, help=field.description)(func)
@@ -134,6 +137,8 @@ def show_settings(markdown: bool) -> None:
     for name, field in Settings.model_fields.items():
         env = f"EXECBOX_{name.upper()}"
         flag = "" if name in _HIDDEN_FROM_FLAGS else "--" + name.replace("_", "-")
+        if flag and field.annotation is bool and field.default is True:
+            flag = "--no-" + name.replace("_", "-")
         if markdown:
             flag_cell = f"`{flag}`" if flag else "(environment only)"
             click.echo(f"| `{env}` | {flag_cell} | {_default_text(name)} | {field.description} |")
