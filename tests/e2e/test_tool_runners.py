@@ -95,6 +95,20 @@ def test_tool_runner_resumes_a_paused_turn_with_no_messages(e2e_url: str) -> Non
     assert bodies[1]["messages"] == []
 
 
+def test_tool_runner_without_threads(e2e_url: str) -> None:
+    client, bodies = recording_client(e2e_url)
+    prompt = fence("tool lookup", '{"word": "cup"}') + fence("bash", "echo unthreaded")
+    runner = client.beta.messages.tool_runner(
+        model="execbox-direct",
+        max_tokens=2048,
+        tools=[BASH_TOOL, lookup],
+        messages=[{"role": "user", "content": prompt}],
+        thread=False,
+    )
+    assert runner.until_done().content[-1].text == "unthreaded\n"  # type: ignore[union-attr]
+    assert all("thread" not in body for body in bodies) and len(bodies[-1]["messages"]) == 3
+
+
 def test_tool_runner_falls_back_when_threads_are_off(start_server: StartServer) -> None:
     server = start_server(env={"EXECBOX_MESSAGE_THREADS": "false"})
     client, bodies = recording_client(server.url)
