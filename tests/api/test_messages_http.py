@@ -385,3 +385,18 @@ def test_threads_over_http(http: httpx.Client) -> None:
     repeated = http.post("/v1/messages", json={**body(tools=BASH), "messages": more, "thread": follow})
     details = assert_error(repeated, 400, "invalid_request_error", "`tools`")["error"]["details"]
     assert details == {"error_code": "thread_fingerprint_mismatch"}
+
+
+def test_threads_over_streams(http: httpx.Client) -> None:
+    created = sse(http.post("/v1/messages", json=body("```bash\necho one\n```", tools=BASH, stream=True,
+                                                       thread={"type": "create"})))
+    first_id = created[0][1]["message"]["id"]
+    follow = {"type": "continue", "previous_message_id": first_id}
+    more = [{"role": "user", "content": "```bash\necho two\n```"}]
+    continued = sse(http.post("/v1/messages", json={**body(stream=True), "messages": more, "thread": follow}))
+    text = "".join(data["delta"].get("text", "") for name, data in continued if name == "content_block_delta")
+    assert text == "two\n"
+    # The streamed response was stored before the stream ended: it can be continued at once.
+    follow = {"type": "continue", "previous_message_id": continued[0][1]["message"]["id"]}
+    last = http.post("/v1/messages", json={**body(), "messages": [{"role": "user", "content": "hi"}], "thread": follow})
+    assert last.status_code == 200, last.text

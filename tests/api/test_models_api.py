@@ -38,3 +38,21 @@ def test_unknown_models_are_404s(http: httpx.Client) -> None:
     response = http.get("/v1/models/no-such-model")
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found_error"
+
+
+def test_the_start_up_log_names_each_backends_models(server) -> None:
+    log = server.log_path.read_text()
+    assert "models: direct serves execbox-direct, claude-opus-4-20250514," in log
+
+
+def test_a_claude_key_takes_the_claude_ids_from_the_direct_model(start_server) -> None:
+    # The key is never used: listing and routing need no upstream call.
+    keyed = start_server(env={"EXECBOX_ANTHROPIC_API_KEY": "sk-test", "EXECBOX_ANTHROPIC_BASE_URL": "http://127.0.0.1:9"})
+    with httpx.Client(base_url=keyed.url, headers={"x-api-key": "t", "anthropic-version": "2023-06-01"}) as client:
+        ids = [m["id"] for m in client.get("/v1/models", params={"limit": 1000}).json()["data"]]
+        assert "claude-sonnet-4-5" in ids and ids[-1] == "execbox-direct"
+        assert "claude-3-7-sonnet-20250219" not in ids
+        body = {"model": "claude-3-7-sonnet-20250219", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        assert client.post("/v1/messages", json=body).status_code == 404
+    assert "models: anthropic serves claude-opus-4-5-20251101," in keyed.log_path.read_text()
+    keyed.stop()
