@@ -72,3 +72,31 @@ def test_an_unknown_tool_type_is_a_bad_request(client: anthropic.Anthropic) -> N
             messages=[{"role": "user", "content": "hi"}],
             tools=[{"type": "web_search_20250305", "name": "web_search"}],
         )
+
+
+def test_unknown_fields_are_bad_requests(client: anthropic.Anthropic) -> None:
+    messages: Any = [{"role": "user", "content": "hi"}]
+    with pytest.raises(anthropic.BadRequestError) as failure:
+        client.messages.create(model="execbox-direct", max_tokens=10, messages=messages, extra_body={"bogus": 1})
+    assert failure.value.body["error"]["message"] == "bogus: Extra inputs are not permitted"  # type: ignore[index]
+    nested: Any = [{"role": "user", "content": [{"type": "text", "text": "hi", "lang": "en"}]}]
+    with pytest.raises(anthropic.BadRequestError, match=r"messages\.0\.content\.0\.text\.lang: Extra inputs"):
+        client.messages.create(model="execbox-direct", max_tokens=10, messages=nested)
+
+
+def test_the_api_version_header_is_required(client: anthropic.Anthropic) -> None:
+    messages: Any = [{"role": "user", "content": "hi"}]
+    with pytest.raises(anthropic.BadRequestError, match="anthropic-version: header is required"):
+        client.messages.create(
+            model="execbox-direct", max_tokens=10, messages=messages, extra_headers={"anthropic-version": anthropic.Omit()}
+        )
+    with pytest.raises(anthropic.BadRequestError, match='"2023-10-01" is not a valid version'):
+        client.models.list(extra_headers={"anthropic-version": "2023-10-01"})
+
+
+def test_models_agree_with_messages(client: anthropic.Anthropic) -> None:
+    messages: Any = [{"role": "user", "content": "hi"}]
+    for model in client.models.list():
+        assert client.messages.create(model=model.id, max_tokens=10, messages=messages).model == model.id
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(model="gpt-4o", max_tokens=10, messages=messages)
