@@ -94,6 +94,7 @@ def test_the_api_version_header_is_required(client: anthropic.Anthropic) -> None
         client.models.list(extra_headers={"anthropic-version": "2023-10-01"})
 
 
+@pytest.mark.filterwarnings("ignore:The model .* is deprecated")
 def test_models_agree_with_messages(client: anthropic.Anthropic) -> None:
     messages: Any = [{"role": "user", "content": "hi"}]
     for model in client.models.list():
