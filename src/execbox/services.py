@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
@@ -50,6 +50,7 @@ class Services:
     containers: ContainerManager
     backends: Backends
     conversation: Conversation
+    _sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
@@ -104,11 +105,11 @@ class Services:
         )
 
     async def stop(self) -> None:
-        sweeper = getattr(self, "_sweeper", None)
-        if sweeper is not None:
-            sweeper.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+                await self._sweeper
+            self._sweeper = None
         await self.containers.stop()
         await self.backends.aclose()
         self.database.dispose()

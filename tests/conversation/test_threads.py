@@ -175,3 +175,18 @@ async def test_expired_thread_state_is_deleted(make_conversation: MakeConversati
     await asyncio.sleep(0.3)
     sweeper.cancel()
     assert thread_store.state(first["id"]) is None
+
+
+async def test_a_continue_abandoned_mid_stream_gives_its_claim_back(
+    conversation: Conversation, thread_store: ThreadStore
+) -> None:
+    first = await run(conversation, request("hi", thread=CREATE))
+    more = [{"role": "user", "content": SH.format("echo later")}]
+    turn = await conversation.start(request(None, tool=None, messages=more, thread=follow(first)), "default")
+    events = turn.events()
+    await anext(events)  # the response has started: the client then leaves
+    await events.aclose()  # type: ignore[attr-defined]
+    assert thread_store.state(first["id"]) == "open"
+    assert thread_store.state(turn.message.id) is None  # nothing half-done was stored
+    later = await run(conversation, request(None, tool=None, messages=more, thread=follow(first)))
+    assert later["content"][-1]["text"] == "later\n"
