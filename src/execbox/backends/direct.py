@@ -2,8 +2,8 @@
 
 It serves ``execbox-direct`` and the ids it is given as aliases: with no Anthropic key
 configured, the Claude ids of the product documents (``claude-opus-4-20250514``...), so
-their examples work offline (``EXECBOX_DIRECT_MODELS``). It executes the fenced blocks of the last user message, in order, one
-tool call per turn; the info string selects the action:
+their examples work offline (``EXECBOX_DIRECT_MODELS``). It executes the fenced blocks of
+the last user message, in order, one tool call per turn; the info string selects the action:
 
 - ```` ```python ````, ```` ```py ```` or no language: Python.
 - ```` ```bash ```` or ```` ```sh ````: a bash command.

@@ -479,7 +479,7 @@ class MessageInput(Wire):
             offered = set(names) | ({"code_execution"} if code_tools else set())
             if self.tool_choice.name not in offered:
                 raise ValueError(f"tool_choice names `{self.tool_choice.name}`, which is not in `tools`")
-            chosen = next((t for t in self.tools or [] if isinstance(t, CustomTool) and t.name == self.tool_choice.name), None)
+            chosen = next((tool for tool in self.client_tools if tool.name == self.tool_choice.name), None)
             if chosen is not None and chosen.allowed_callers is not None and "direct" not in chosen.allowed_callers:
                 # Only code could call it, and a forced choice is a direct call.
                 raise ValueError(
