@@ -41,6 +41,9 @@ class DirEngine:
     async def stop(self) -> None:
         pass
 
+    async def resume(self, box: Box, results: dict[int, str]) -> ExecResult:
+        raise NotImplementedError("no sessions on plain directories")
+
     async def create_box(self, box: Box) -> None:
         box.workspace.mkdir(parents=True, exist_ok=True)
         box.outputs.mkdir(parents=True, exist_ok=True)

@@ -29,10 +29,12 @@ from execbox.errors import (
     ContainerNotFound,
     FileNotFound,
     RequestTooLarge,
+    SandboxUnavailable,
     TooManyContainers,
 )
 from execbox.files.store import FileRecord, FileStore, safe_filename
 from execbox.ids import new_id
+from execbox.sandbox.errors import SessionLost
 from execbox.sandbox.types import Box, EditRequest, EditResult, Engine, ExecRequest, ExecResult, OutputFile
 
 log = logging.getLogger("execbox.containers")
@@ -158,7 +160,19 @@ class ContainerManager:
         async with self._using(workspace, container_id, touch=False) as (row, box):
             result = await self._stoppable(row.id, self.engine.execute(box, request))
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
-            await self._touch(row, execution_seconds=result.duration_s)  # held locked, the reaper skipped it so far
+            # (held locked until now, the reaper skipped it; a cell waiting for tools counts when done)
+            await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
+        return Execution(result, files)
+
+    async def resume(self, workspace: str, container_id: str, results: dict[int, str]) -> Execution:
+        """Continue a session cell that awaits client tools (``ExecResult.tool_calls``)."""
+        async with self._using(workspace, container_id, touch=False) as (row, box):
+            try:
+                result = await self._stoppable(row.id, self.engine.resume(box, results))
+            except SessionLost as exc:
+                raise SandboxUnavailable(exc.message) from None
+            files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
+            await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
         return Execution(result, files)
 
     async def edit(self, workspace: str, container_id: str, request: EditRequest) -> EditResult:

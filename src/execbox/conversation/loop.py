@@ -19,8 +19,10 @@ request does not carry the reason, so the model sees it during the request that 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from pydantic_core import from_json
@@ -46,6 +48,8 @@ from execbox.conversation.history import (
     with_response,
     with_upload_notes,
 )
+from execbox.conversation.ptc import ProgrammaticCalls, WaitingCode, programmatic_tools
+from execbox.conversation.ptc import check_request as check_programmatic_request
 from execbox.conversation.results import ERROR_CODES, edit_block, error_block, execution_block
 from execbox.conversation.thread_store import ThreadStore
 from execbox.conversation.threads import Threads, ThreadTurn
@@ -148,6 +152,7 @@ class Conversation:
         self.containers = containers
         self.files = files
         self.settings = settings
+        self.programmatic = ProgrammaticCalls()
         self.threads = Threads(threads, enabled=settings.message_threads, ttl_s=settings.thread_ttl)
 
     async def start(self, params: MessageCreateParams, workspace: str) -> Turn:
@@ -172,6 +177,8 @@ class Conversation:
     async def _start(self, params: MessageCreateParams, workspace: str, backend: ModelBackend) -> Turn:
         history = history_of(params)
         _check_open_calls(history, tool_specs(params))
+        check_programmatic_request(params)
+        self.programmatic.check_continuation(history, params, workspace)
         uploads = current_uploads(history)
         if params.code_tool is None:
             if uploads:
@@ -241,6 +248,8 @@ class Turn:
         self.model_calls = 0
         self.executions = 0
         self.prompt_tokens = 0  # the first model call's input tokens, when known early
+        self._programmatic = conversation.programmatic
+        self._waiting_code: set[str] = set()  # server calls of this response that wait for client tools
         self._invalid_inputs: dict[str, str] = {}  # tool_use_id -> why its input was refused
 
     async def complete(self) -> Message:
@@ -321,6 +330,9 @@ class Turn:
                     return
                 async for event in self._execute(call):
                     yield event
+                if call["id"] in self._waiting_code:  # its code awaits client tools
+                    self._stop("tool_use")
+                    return
             if self.executions >= limit:
                 # Right after a result block, with no server call left pending: every client
                 # can continue from here, whatever the tool version.
@@ -387,32 +399,55 @@ class Turn:
                 yield event
 
     async def _execute(self, call: dict[str, Any]) -> AsyncIterator[StreamEvent | None]:
-        """Run one server tool call and emit its result block."""
+        """Run one server tool call (or go on with one whose code awaited client tools) and
+        emit its result block, or the ``tool_use`` blocks of the calls its code now awaits."""
         name, tool_use_id = call["name"], call["id"]
-        self.executions += 1
+        waiting = self._programmatic.waiting(tool_use_id, self.workspace)
+        if waiting is None:
+            self.executions += 1
         yield None
         try:
             version = self.params.code_tool.type if self.params.code_tool else None
             request = sandbox_request(name, call.get("input") or {}, version)
         except InvalidToolInput as exc:
             self._invalid_inputs[tool_use_id] = str(exc)
-            result: CodeToolResultBlock = error_block(name, tool_use_id, "invalid_tool_input", str(exc))
+            outcome: CodeToolResultBlock | list[ToolUseBlock] = error_block(
+                name, tool_use_id, "invalid_tool_input", str(exc)
+            )
         else:
-            result = await self._sandbox(name, tool_use_id, request)
-        self.message.content.append(result)
+            if isinstance(request, ExecRequest) and request.session:
+                request = replace(request, tools=programmatic_tools(self.params))
+            outcome = await self._sandbox(name, tool_use_id, request, waiting)
+        if isinstance(outcome, list):  # the code awaits client tools: the client runs them
+            self._waiting_code.add(tool_use_id)
+            for block in outcome:
+                self.message.content.append(block)
+                index = len(self.message.content) - 1
+                yield ContentBlockStartEvent(index=index, content_block=block.model_copy(update={"input": {}}))
+                yield ContentBlockDeltaEvent(index=index, delta=InputJsonDelta(partial_json=json.dumps(block.input)))
+                yield ContentBlockStopEvent(index=index)
+            return
+        self.message.content.append(outcome)
         index = len(self.message.content) - 1
-        yield ContentBlockStartEvent(index=index, content_block=result)
+        yield ContentBlockStartEvent(index=index, content_block=outcome)
         yield ContentBlockStopEvent(index=index)
 
-    async def _sandbox(self, name: str, tool_use_id: str, request: ExecRequest | EditRequest) -> CodeToolResultBlock:
+    async def _sandbox(
+        self, name: str, tool_use_id: str, request: ExecRequest | EditRequest, waiting: WaitingCode | None = None
+    ) -> CodeToolResultBlock | list[ToolUseBlock]:
         assert self.container is not None, "server tools are only offered with a container"
         names = self._settings.tool_error_names
         server_usage = self.message.usage.server_tool_use
-        server_usage.code_execution_requests += 1
         try:
             if isinstance(request, EditRequest):
+                server_usage.code_execution_requests += 1
                 return edit_block(tool_use_id, await self._containers.edit(self.workspace, self.container.id, request))
-            execution = await self._containers.execute(self.workspace, self.container.id, request)
+            if waiting is not None:
+                self._programmatic.done(tool_use_id)
+                results = self._programmatic.results(waiting, self.history)
+                execution = await self._containers.resume(self.workspace, self.container.id, results)
+            else:
+                execution = await self._containers.execute(self.workspace, self.container.id, request)
         except ContainerExpired:
             return error_block(name, tool_use_id, ERROR_CODES[names]["expired"])
         except ExecboxError as exc:
@@ -421,6 +456,10 @@ class Turn:
         except Exception:
             log.exception("%s in %s failed", name, self.container.id)
             return error_block(name, tool_use_id, "unavailable")
+        if execution.result.tool_calls:
+            return self._programmatic.wait(tool_use_id, self.workspace, self.container.id, execution.result.tool_calls)
+        # Counted once the code has finished (calls made by code are not counted: the contract's A2).
+        server_usage.code_execution_requests += 1
         server_usage.execution_time_seconds = round(
             server_usage.execution_time_seconds + execution.result.duration_s, 3
         )

@@ -29,14 +29,15 @@ import shutil
 import signal
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from execbox.errors import SandboxUnavailable
 from execbox.sandbox import cgroups, disk, editor, fsutil, policy, seccomp
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.diskpool import DiskPool
+from execbox.sandbox.errors import SessionLost
 from execbox.sandbox.runtime import MPL_CACHE, is_complete, resolve_runtime_dir, runtime_python
 from execbox.sandbox.types import (
     OUTPUT_DIR,
@@ -309,11 +310,26 @@ class BwrapEngine:
         # outlived its run (a live kernel's): only then is it emptied before, too.
         if not self._outputs_clean(box):
             await asyncio.to_thread(fsutil.empty_dir, box.outputs)
+        return await self._with_outputs(box, self._execute(box, request, timeout))
+
+    async def resume(self, box: Box, results: dict[int, str]) -> ExecResult:
+        await self._ensure_open(box)
+        return await self._with_outputs(box, self._resume(box, results))
+
+    async def _resume(self, box: Box, results: dict[int, str]) -> ExecResult:
+        raise SessionLost("the reference path has no live Python sessions")
+
+    async def _with_outputs(self, box: Box, run: Coroutine[Any, Any, ExecResult]) -> ExecResult:
+        """The result of ``run``, with the files it left in ``$OUTPUT_DIR`` (taken from there
+        once it has finished: a cell waiting for tool results keeps its outputs)."""
         try:
-            result = await self._execute(box, request, timeout)
+            result = await run
         except BaseException:
             await asyncio.to_thread(fsutil.empty_dir, box.outputs)
             raise
+        if result.tool_calls:
+            self._clean_outputs.discard(box.id)
+            return result
         result.files, left_out = await asyncio.to_thread(self._take_outputs, box)
         if left_out:
             result.stderr = add_line(

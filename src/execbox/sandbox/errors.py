@@ -12,3 +12,7 @@ class SandboxError(Exception):
 
 class ForkServerDown(SandboxError):
     """The fork server is not running (starting, restarting or failed): use the reference path."""
+
+
+class SessionLost(SandboxError):
+    """A live Python session that was expected to wait (for tool results) is gone."""

@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import Any
 
 from execbox.sandbox import cgroups, policy
-from execbox.sandbox.bwrap import KILL_GRACE_S, BwrapEngine, memfd, read_capped
+from execbox.sandbox.bwrap import KILL_GRACE_S, BwrapEngine, _CappedOutput, memfd, read_capped
 from execbox.sandbox.cgroups import KERNEL_LEAF, Cgroup
-from execbox.sandbox.errors import ForkServerDown
+from execbox.sandbox.errors import ForkServerDown, SessionLost
 from execbox.sandbox.forkserver import Child, ChildGone, ForkServer
 from execbox.sandbox.runtime import runtime_python
-from execbox.sandbox.types import Box, ExecRequest, ExecResult, Limits
+from execbox.sandbox.types import Box, ExecRequest, ExecResult, Limits, ToolCall
 
 log = logging.getLogger("execbox.sandbox")
 
@@ -57,6 +57,10 @@ SESSION_RESTARTED = "[execbox] Python session was restarted; earlier variables a
 SESSION_UNAVAILABLE = (
     "[execbox] Python sessions are unavailable right now; this cell ran in a fresh interpreter "
     "(earlier variables are not defined here)."
+)
+WAITING_FOR_TOOLS = (
+    "[execbox] The Python session is still waiting for the results of the tool calls of an earlier cell; "
+    "send them (tool_result blocks) before running more code."
 )
 # Inside the sandbox: where a kernel's checkpoint goes (the container's own disk).
 CHECKPOINT = "/tmp/.execbox/session.pkl"
@@ -84,6 +88,23 @@ def open_tree(path: Path) -> int:
 
 
 @dataclass
+class _Cell:
+    """A cell under way in a child: what it takes to wait for it (again)."""
+
+    child: Child
+    cg: Cgroup | None
+    readers: list[tuple[asyncio.ReadTransport, _CappedOutput]]
+    timeout: float
+    kernel: bool
+    oom_before: int
+    spent: float = 0.0  # running time so far (client waits excluded)
+
+    def stop_reading(self) -> None:
+        for transport, _ in self.readers:
+            transport.close()
+
+
+@dataclass
 class Kernel:
     """A box's live Python interpreter."""
 
@@ -91,6 +112,8 @@ class Kernel:
     cells: int = 0
     last_used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    running: _Cell | None = None  # the cell being waited for
+    waiting: _Cell | None = None  # a cell whose code awaits client tool results
 
 
 class ForkEngine(BwrapEngine):
@@ -193,7 +216,7 @@ class ForkEngine(BwrapEngine):
         cg = self._cgroup(box)
         try:
             await self._enter(child, box, cg, leaf=None, mode="exec")
-            return await self._cell(child, cg, request, timeout, f"{policy.RUN_DIR}/main.py", kernel=False)
+            return await self._cell(child, cg, request, timeout, f"{policy.RUN_DIR}/main.py")
         finally:
             self._later(child.finish())  # the exit itself is off the critical path
             self.fork.replenish()  # type: ignore[union-attr]
@@ -204,14 +227,22 @@ class ForkEngine(BwrapEngine):
         if kernel is None or kernel.child.exited.done():
             kernel, notes = await self._start_kernel(box)
         async with kernel.lock:
+            if kernel.waiting is not None:
+                return ExecResult("", WAITING_FOR_TOOLS + "\n", 1, 0.0, path="fork")
             kernel.cells += 1
             filename = f"{policy.RUN_DIR}/cell{kernel.cells}.py"
             try:
-                result = await self._cell(kernel.child, self._cgroup(box), request, timeout, filename, kernel=True)
+                result = await self._cell(kernel.child, self._cgroup(box), request, timeout, filename, kernel)
             finally:
                 kernel.last_used = time.monotonic()
-        if result.timed_out or result.oom_killed or kernel.child.exited.done() or result.path != "fork":
+        return self._after_session_cell(box, kernel, result, notes)
+
+    def _after_session_cell(self, box: Box, kernel: Kernel, result: ExecResult, notes: list[str]) -> ExecResult:
+        if result.tool_calls:
+            kernel.waiting = kernel.running
+        elif result.timed_out or result.oom_killed or kernel.child.exited.done() or result.path != "fork":
             self._forget_kernel(box.id, kernel)
+        kernel.running = None
         if notes:
             result.stderr = "\n".join(notes) + "\n" + result.stderr
         return result
@@ -267,9 +298,11 @@ class ForkEngine(BwrapEngine):
             raise ForkServerDown(f"a sandbox process could not enter box {box.id}: {exc}") from exc
 
     async def _cell(
-        self, child: Child, cg: Cgroup | None, request: ExecRequest, timeout: float, filename: str, *, kernel: bool
+        self, child: Child, cg: Cgroup | None, request: ExecRequest, timeout: float, filename: str,
+        kernel: Kernel | None = None,
     ) -> ExecResult:
-        """Run one cell in an entered child; the result, whatever happens to the child."""
+        """Run one cell in an entered child (a kernel's, if given): its result, whatever happens to the child, or
+        its ``tool_calls`` when its code awaits client tools (``resume`` goes on from there)."""
         read_ends, write_ends = zip(*(os.pipe2(os.O_CLOEXEC) for _ in ("stdout", "stderr")), strict=True)
         pipes = [os.fdopen(fd, "rb", buffering=0) for fd in read_ends]
         readers = []
@@ -277,10 +310,14 @@ class ForkEngine(BwrapEngine):
             for name, pipe in zip(("stdout", "stderr"), pipes, strict=True):
                 readers.append(await read_capped(pipe, self.limits.output_bytes, name, request.on_output))
             code = memfd("code", request.source.encode(errors="surrogatepass"))
-            oom_before = cg.oom_kills() if cg else 0
-            started = time.monotonic()
+            cell = _Cell(child, cg, readers, timeout, kernel is not None, cg.oom_kills() if cg else 0)
+            if kernel is not None:
+                kernel.running = cell
             try:
-                child.send({"op": "run", "kind": request.kind, "filename": filename}, [code, *write_ends])
+                child.send(
+                    {"op": "run", "kind": request.kind, "filename": filename, "tools": list(request.tools)},
+                    [code, *write_ends],
+                )
             finally:
                 os.close(code)
         except BaseException:
@@ -292,16 +329,30 @@ class ForkEngine(BwrapEngine):
         finally:
             for fd in write_ends:
                 os.close(fd)
+        return await self._wait(cell)
 
-        def stop_reading() -> None:
-            for transport, _ in readers:
-                transport.close()
-
+    async def _wait(self, cell: _Cell) -> ExecResult:
+        """Wait for a running cell to finish or to wait for tool results. Time spent waiting
+        for a client does not count against the cell's time limit."""
+        child = cell.child
+        started = time.monotonic()
         timed_out = crashed = False
         return_code = 0
+        calls: list[ToolCall] = []
         try:
-            done = await asyncio.wait_for(child.expect("done"), timeout)
-            return_code = int(done["rc"])
+            async with asyncio.timeout(max(0.0, cell.timeout - cell.spent)):
+                while True:
+                    message, fds = await child.receive()
+                    for fd in fds:
+                        os.close(fd)
+                    if message.get("op") == "done":
+                        return_code = int(message["rc"])
+                        break
+                    if message.get("op") == "tool_call":
+                        calls.append(ToolCall(int(message["call"]), str(message["name"]), message.get("input")))
+                    elif message.get("op") == "waiting" and calls:
+                        cell.spent += time.monotonic() - started
+                        return ExecResult("", "", 0, cell.spent, path="fork", tool_calls=calls)
         except TimeoutError:
             timed_out = True
             child.kill()
@@ -309,9 +360,9 @@ class ForkEngine(BwrapEngine):
             crashed = True
         except BaseException:  # cancelled (e.g. the container is being deleted)
             child.kill()
-            stop_reading()
+            cell.stop_reading()
             raise
-        duration = time.monotonic() - started
+        duration = cell.spent + time.monotonic() - started
         if crashed or timed_out:
             child.kill()
             with contextlib.suppress(TimeoutError, ChildGone):
@@ -319,17 +370,34 @@ class ForkEngine(BwrapEngine):
                 if crashed:
                     return_code = os.waitstatus_to_exitcode(status)
                     return_code = return_code if return_code >= 0 else 128 - return_code
-        outputs = asyncio.gather(*(output.done for _, output in readers))
-        grace = KERNEL_OUTPUT_GRACE_S if kernel and not (crashed or timed_out) else KILL_GRACE_S
+        outputs = asyncio.gather(*(output.done for _, output in cell.readers))
+        grace = KERNEL_OUTPUT_GRACE_S if cell.kernel and not (crashed or timed_out) else KILL_GRACE_S
         try:
             (out, out_cut), (err, err_cut) = await asyncio.wait_for(asyncio.shield(outputs), grace)
         except TimeoutError:
-            stop_reading()  # something the cell started still holds the pipes: stop listening
+            cell.stop_reading()  # something the cell started still holds the pipes: stop listening
             (out, out_cut), (err, err_cut) = await outputs
-        oom_killed = bool(cg) and cg.oom_kills() > oom_before
-        result = self._result(out, out_cut, err, err_cut, return_code, duration, timed_out, oom_killed, timeout)
+        oom_killed = bool(cell.cg) and cell.cg.oom_kills() > cell.oom_before  # type: ignore[union-attr]
+        result = self._result(out, out_cut, err, err_cut, return_code, duration, timed_out, oom_killed, cell.timeout)
         result.path = "fork"
         return result
+
+    async def _resume(self, box: Box, results: dict[int, str]) -> ExecResult:
+        """Give a cell that awaits client tools their results and wait for it again."""
+        kernel = self.kernels.get(box.id)
+        if kernel is None or kernel.waiting is None or kernel.child.exited.done():
+            raise SessionLost(f"the Python session of {box.id} is no longer waiting for tool results")
+        async with kernel.lock:
+            cell, kernel.waiting = kernel.waiting, None
+            kernel.running = cell
+            try:
+                for call, content in results.items():
+                    kernel.child.send({"op": "tool_result", "call": call, "content": content})
+            except ChildGone:
+                pass  # _wait reports what became of the cell
+            result = await self._wait(cell)
+            kernel.last_used = time.monotonic()
+        return self._after_session_cell(box, kernel, result, [])
 
     # --- kernels ------------------------------------------------------------------------
 

@@ -80,6 +80,18 @@ class ExecRequest:
     timeout_s: float | None = None  # None: the configured default; capped by it otherwise
     session: bool = False
     on_output: OutputCallback | None = field(default=None, compare=False)
+    # Session only: client tools the code may await as ``await name({...})`` (programmatic
+    # tool calling); a cell that awaits one returns with ``tool_calls`` until resumed.
+    tools: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A client tool call made by code in a session cell; ``call`` numbers it in its kernel."""
+
+    call: int
+    name: str
+    input: object
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,9 @@ class ExecResult:
     stderr_truncated: bool = False
     files: list[OutputFile] = field(default_factory=list)
     path: Literal["fork", "bwrap"] = "bwrap"
+    # Set when the cell is not finished but waits for these client tool results (the other
+    # fields are then empty): ``Engine.resume`` continues it.
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -170,6 +185,8 @@ class Engine(Protocol):
         """Kill its processes and free cgroups, disk and files."""
     async def execute(self, box: Box, request: ExecRequest) -> ExecResult:
         """Run one execution; cancelling it kills the execution's processes."""
+    async def resume(self, box: Box, results: dict[int, str]) -> ExecResult:
+        """Continue a session cell that returned ``tool_calls``, with their results (by call)."""
     async def edit(self, box: Box, request: EditRequest) -> EditResult: ...
     def write_file(self, box: Box, relpath: str, data: bytes | BinaryIO) -> str:
         """Write ``data`` (bytes or a stream, copied to its end) into the workspace without

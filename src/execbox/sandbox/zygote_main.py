@@ -433,11 +433,13 @@ class Session:
         sys.argv = [argv0]
         sys.path[0:0] = [os.getcwd()]
 
-    def run(self, source, filename):
+    def run(self, source, filename, tools=(), bridge=None):
         text = source if isinstance(source, str) else source.decode("utf-8", errors="replace")
         linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
         namespace = self.module.__dict__
         namespace["__file__"] = filename
+        for name in tools:
+            namespace[tool_identifier(name)] = bridge.function(name)
         try:
             try:
                 code = compile(source, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
@@ -456,6 +458,82 @@ class Session:
                 return 1
         finally:
             flush()
+
+
+def tool_identifier(name):
+    """The Python name a client tool is called by in the code (invalid characters become _)."""
+    ident = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    return "_" + ident if not ident or ident[0].isdigit() else ident
+
+
+TOOL_WAIT_S = 270.0  # how long code waits for a client's tool result (the documented wait)
+
+
+class ToolBridge:
+    """Client tools as async functions: a call goes to the server as ``tool_call``; once
+    every task of the cell's event loop waits, ``waiting`` tells the server to hand the calls
+    to the client; ``tool_result`` messages (read by the loop from the control socket)
+    resolve them. The awaited value is the result's text."""
+
+    def __init__(self, ctl):
+        self.ctl = ctl
+        self.ids = 0
+        self.pending = {}
+        self.flushing = False
+        self.loops = set()
+
+    def function(self, name):
+        async def call_tool(tool_input=None, /, **fields):
+            if tool_input is None:
+                tool_input = fields
+            elif fields or not isinstance(tool_input, dict):
+                raise TypeError(f"{tool_identifier(name)}() takes one dict, the tool's input")
+            return await self.call(name, tool_input)
+
+        call_tool.__name__ = call_tool.__qualname__ = tool_identifier(name)
+        return call_tool
+
+    async def call(self, name, tool_input):
+        loop = asyncio.get_running_loop()
+        if loop not in self.loops:
+            loop.add_reader(CTL_FD, self.on_message)
+            self.loops.add(loop)
+        self.ids += 1
+        call = self.ids
+        future = self.pending[call] = loop.create_future()
+        send(self.ctl, {"op": "tool_call", "call": call, "name": name, "input": tool_input})
+        if not self.flushing:  # after every task that is ready now has run (and made its calls)
+            self.flushing = True
+            loop.call_soon(self.flush)
+        try:
+            return await asyncio.wait_for(future, TOOL_WAIT_S)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"Calling tool [{name!r}] timed out (no response after {TOOL_WAIT_S:g}s)."
+            ) from None
+        finally:
+            self.pending.pop(call, None)
+
+    def flush(self):
+        self.flushing = False
+        send(self.ctl, {"op": "waiting"})
+
+    def on_message(self):
+        message, fds = receive(self.ctl)
+        for fd in fds:
+            os.close(fd)
+        if message is None:
+            os._exit(0)
+        if message.get("op") == "tool_result":
+            future = self.pending.get(message.get("call"))
+            if future is not None and not future.done():
+                future.set_result(str(message.get("content", "")))
+
+    def detach(self):
+        for loop in self.loops:
+            if not loop.is_closed():
+                loop.remove_reader(CTL_FD)
+        self.loops.clear()
 
 
 def exit_code(code):
@@ -543,6 +621,7 @@ def reap():
 
 def serve(ctl, box):
     session = Session(box["argv0"])
+    bridge = ToolBridge(ctl)
     kernel = box["mode"] == "kernel"
     if kernel:
         send(ctl, dict(op="restored", **restore(session, box["restore"])))
@@ -562,7 +641,8 @@ def serve(ctl, box):
                     command = source if isinstance(source, str) else source.decode("utf-8", errors="surrogateescape")
                     rc = run_bash(command, fds[0])
                 else:
-                    rc = session.run(source, message["filename"])
+                    rc = session.run(source, message["filename"], message.get("tools", ()), bridge)
+                    bridge.detach()
             except Exception as exc:  # ours, not the code's (session.run reports those)
                 print(f"execbox: the sandbox could not run the code: {exc}", file=sys.stderr)
                 rc = 125
@@ -580,6 +660,8 @@ def serve(ctl, box):
             if not kernel:
                 ctl.shutdown(socket.SHUT_RDWR)
                 os._exit(0)
+        elif op == "tool_result":
+            pass  # for a call its code stopped waiting for (it timed out): dropped
         elif op == "checkpoint":
             send(ctl, dict(op="checkpointed", **checkpoint(session, message["path"])))
         else:
