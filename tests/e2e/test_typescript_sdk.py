@@ -224,3 +224,19 @@ def test_the_field_check_sees_a_missing_field() -> None:
     assert missing_fields(container, "Container", False, "c") == ["c: Container.skills is missing"]
     call = {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}, "caller": None}
     assert missing_fields(call, "ToolUseBlock", False, "b") == ["b: ToolUseBlock.caller is null"]
+
+
+def test_programmatic_tool_calls(e2e_url: str) -> None:
+    seen = scenario("ptc", e2e_url)
+    first, final, runner = seen["first"], seen["final"], seen["runner"]
+    code, *calls = first["content"]
+    assert first["stop_reason"] == "tool_use" and code["type"] == "server_tool_use" and len(calls) == 2
+    for call in calls:
+        assert call["caller"] == {"type": "code_execution_20260120", "tool_id": code["id"]}
+    result = final["content"][0]
+    assert result["type"] == "code_execution_tool_result" and result["tool_use_id"] == code["id"]
+    assert result["content"]["stdout"] == "a! | b!\n"
+    # The runner answered the call the code made, and the code printed the tool's answer.
+    assert seen["looked"] == ["ptc"]
+    assert runner["stop_reason"] == "end_turn" and runner["content"][-1]["text"].strip() == "ptc: a container for things"
+    assert seen["bodies"][-1]["thread"]["type"] == "continue"

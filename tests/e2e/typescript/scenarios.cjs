@@ -56,7 +56,40 @@ const lookup = betaTool({
   },
 });
 
+const REPL = { type: 'code_execution_20260120', name: 'code_execution' };
+// The same dictionary tool, callable from code in the container (programmatic tool calling).
+const codeLookup = { ...lookup, allowed_callers: ['code_execution_20260120'] };
+
 const scenarios = {
+  // Programmatic tool calling by hand (parallel calls, then a streamed continuation), and
+  // through the tool runner in its default (thread) mode.
+  async ptc() {
+    const { client, bodies } = recordingClient();
+    const { run, parse, ...declared } = codeLookup;
+    const tools = [REPL, declared];
+    const prompt = fence('python', "import asyncio\na, b = await asyncio.gather(lookup({'word': 'a'}), lookup({'word': 'b'}))\nprint(a, '|', b)");
+    const first = await client.messages.create({ model: MODEL, max_tokens: 1024, tools, messages: [{ role: 'user', content: prompt }] });
+    const results = first.content
+      .filter((block) => block.type === 'tool_use')
+      .map((call) => ({ type: 'tool_result', tool_use_id: call.id, content: `${call.input.word}!` }));
+    const final = await client.messages
+      .stream({
+        model: MODEL,
+        max_tokens: 1024,
+        tools,
+        container: first.container.id,
+        messages: [{ role: 'user', content: prompt }, { role: 'assistant', content: first.content }, { role: 'user', content: results }],
+      })
+      .finalMessage();
+    const runner = await client.beta.messages.toolRunner({
+      model: MODEL,
+      max_tokens: 1024,
+      tools: [REPL, codeLookup],
+      messages: [{ role: 'user', content: fence('python', "print(await lookup({'word': 'ptc'}))") }],
+    });
+    return { first, final, runner, looked, bodies };
+  },
+
   // The tool runner in its default (thread) mode: a client tool between two code executions.
   async runner_client_tool() {
     const { client, bodies } = recordingClient();
