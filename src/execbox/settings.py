@@ -127,6 +127,10 @@ class Settings(BaseSettings):
         4, description="Container disks made ahead of time, so that creating a container costs no mkfs and mount "
         "(refilled in the background; 0: make each on demand)."
     )
+    tool_wait: float = Field(
+        270.0, description="Seconds code waits for the result of a client tool it called (programmatic tool "
+        "calling) before the call raises TimeoutError in the code."
+    )
     fork_server: bool = Field(
         True, description="Run executions on the fork server (pre-imported interpreters, live Python kernels); "
         "off: every execution starts a fresh interpreter in a fresh bubblewrap sandbox (the reference path).",

@@ -3,6 +3,7 @@ a real server: client tools awaited by code in the container's Python session.""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anthropic
@@ -143,3 +144,17 @@ def test_what_code_cannot_call_with_is_refused(client: anthropic.Anthropic) -> N
     with pytest.raises(anthropic.BadRequestError, match="disable_parallel_tool_use"):
         client.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}],
                                tools=tools(), tool_choice={"type": "auto", "disable_parallel_tool_use": True})
+
+
+def test_a_client_that_answers_too_late(start_server) -> None:  # noqa: ANN001
+    server = start_server(args=["--tool-wait", "1"])
+    client = anthropic.Anthropic(base_url=server.url, api_key="test", max_retries=0, _strict_response_validation=True)
+    prompt = python("import json\ntry:\n    await lookup({'key': 'slow'})\nexcept TimeoutError as e:\n    print('gave up:', e)")
+    first = client.messages.create(model=MODEL, max_tokens=1024, tools=tools(),
+                                   messages=[{"role": "user", "content": prompt}])
+    _, [call] = paused_calls(first)
+    time.sleep(2)  # past the 1 s the code waits
+    final = answer(client, prompt, first, [{"type": "tool_result", "tool_use_id": call.id, "content": "late"}])
+    result = final.content[0]
+    assert isinstance(result, CodeExecutionToolResultBlock)  # the late answer was dropped, the cell had ended
+    assert result.content.stdout == "gave up: Calling tool ['lookup'] timed out (no response after 1s).\n"  # type: ignore[union-attr]

@@ -416,7 +416,9 @@ class Turn:
             )
         else:
             if isinstance(request, ExecRequest) and request.session:
-                request = replace(request, tools=programmatic_tools(self.params))
+                request = replace(
+                    request, tools=programmatic_tools(self.params), tool_wait_s=self._settings.tool_wait
+                )
             outcome = await self._sandbox(name, tool_use_id, request, waiting)
         if isinstance(outcome, list):  # the code awaits client tools: the client runs them
             self._waiting_code.add(tool_use_id)

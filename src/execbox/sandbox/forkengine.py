@@ -315,7 +315,8 @@ class ForkEngine(BwrapEngine):
                 kernel.running = cell
             try:
                 child.send(
-                    {"op": "run", "kind": request.kind, "filename": filename, "tools": list(request.tools)},
+                    {"op": "run", "kind": request.kind, "filename": filename, "tools": list(request.tools),
+                     "tool_wait_s": request.tool_wait_s},
                     [code, *write_ends],
                 )
             finally:

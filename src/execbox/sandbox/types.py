@@ -83,6 +83,7 @@ class ExecRequest:
     # Session only: client tools the code may await as ``await name({...})`` (programmatic
     # tool calling); a cell that awaits one returns with ``tool_calls`` until resumed.
     tools: tuple[str, ...] = ()
+    tool_wait_s: float = 270.0  # how long the code waits for a tool result before TimeoutError
 
 
 @dataclass(frozen=True)

@@ -466,7 +466,6 @@ def tool_identifier(name):
     return "_" + ident if not ident or ident[0].isdigit() else ident
 
 
-TOOL_WAIT_S = 270.0  # how long code waits for a client's tool result (the documented wait)
 
 
 class ToolBridge:
@@ -477,6 +476,7 @@ class ToolBridge:
 
     def __init__(self, ctl):
         self.ctl = ctl
+        self.wait_s = 270.0  # how long code waits for a client's tool result (the documented wait)
         self.ids = 0
         self.pending = {}
         self.flushing = False
@@ -506,10 +506,10 @@ class ToolBridge:
             self.flushing = True
             loop.call_soon(self.flush)
         try:
-            return await asyncio.wait_for(future, TOOL_WAIT_S)
+            return await asyncio.wait_for(future, self.wait_s)
         except asyncio.TimeoutError:
             raise TimeoutError(
-                f"Calling tool [{name!r}] timed out (no response after {TOOL_WAIT_S:g}s)."
+                f"Calling tool [{name!r}] timed out (no response after {self.wait_s:g}s)."
             ) from None
         finally:
             self.pending.pop(call, None)
@@ -641,6 +641,7 @@ def serve(ctl, box):
                     command = source if isinstance(source, str) else source.decode("utf-8", errors="surrogateescape")
                     rc = run_bash(command, fds[0])
                 else:
+                    bridge.wait_s = float(message.get("tool_wait_s", bridge.wait_s))
                     rc = session.run(source, message["filename"], message.get("tools", ()), bridge)
                     bridge.detach()
             except Exception as exc:  # ours, not the code's (session.run reports those)
