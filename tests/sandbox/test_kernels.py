@@ -250,3 +250,23 @@ async def test_executions_fall_back_to_the_reference_path_while_the_fork_server_
     assert (await run(box, "print('fast again')")).path == "fork"
     revived = await cell(run, box, "print('session')")
     assert revived.path == "fork" and revived.stderr.startswith(SESSION_RESTARTED)
+
+
+async def test_sandboxes_never_copy_the_hosts_container_mounts(base_dir: Path, make_box: MakeBox) -> None:
+    """The fork server's mount namespace (the one every sandbox starts from) has no
+    container disk, however many the host mounts: so a sandbox's cost does not grow with them."""
+    boxes = base_dir / "boxes"
+    early = await make_box()  # mounted on the host before the fork server starts
+    hiding = ForkEngine(TEST_LIMITS, base_dir / f"state-{uuid.uuid4().hex[:8]}", None, boxes_dir=boxes)
+    await hiding.start()
+    try:
+        late = await make_box(hiding)
+        assert hiding.fork is not None and hiding.fork._zygote is not None
+        zygote_mounts = Path(f"/proc/{hiding.fork._zygote.process.pid}/mountinfo").read_text()
+        host_mounts = Path("/proc/self/mountinfo").read_text()
+        for box in (early, late):
+            assert str(box.mount) in host_mounts and str(box.mount) not in zygote_mounts
+        result = await hiding.execute(late, ExecRequest("bash", "echo ok > f; cat f"))
+        assert (result.stdout, result.path) == ("ok\n", "fork")
+    finally:
+        await hiding.stop()

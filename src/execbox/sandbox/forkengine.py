@@ -163,6 +163,7 @@ class ForkEngine(BwrapEngine):
         config = policy.zygote_config(
             runtime_dir=self.runtime_dir, etc=self._etc, seccomp_bpf=self.seccomp_path.read_bytes(),
             newroot=newroot, cpus=self.limits.cpus, preload=PRELOAD,
+            hide=tuple(d for d in (self.boxes_dir,) if d is not None),
         )
         self.fork = ForkServer(
             runtime_python(self.runtime_dir), config, spares=self.spares, max_age_s=self.zygote_max_age_s

@@ -174,7 +174,8 @@ def masked_dirs() -> frozenset[str]:
 
 
 def zygote_config(
-    *, runtime_dir: Path, etc: Etc, seccomp_bpf: bytes, newroot: Path, cpus: float, preload: tuple[str, ...]
+    *, runtime_dir: Path, etc: Etc, seccomp_bpf: bytes, newroot: Path, cpus: float, preload: tuple[str, ...],
+    hide: tuple[Path, ...] = (),
 ) -> dict[str, object]:
     """The fork server's rendering of this policy (see ``zygote_main.py`` for its use).
 
@@ -204,6 +205,8 @@ def zygote_config(
         "env": env,
         "seccomp_hex": seccomp_bpf.hex(),
         "preload": list(preload),
+        # Host mounts under these (the containers' disks) are not in the fork server's namespace.
+        "hide": [str(path) for path in hide],
         # The zygote's own environment: the sandbox's (no secrets: every fork can read it).
         "zygote_env": {**env, "HOME": "/", "MPLCONFIGDIR": str(runtime_dir / "share" / "matplotlib-cache")},
     }
