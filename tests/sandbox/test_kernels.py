@@ -270,3 +270,18 @@ async def test_sandboxes_never_copy_the_hosts_container_mounts(base_dir: Path, m
         assert (result.stdout, result.path) == ("ok\n", "fork")
     finally:
         await hiding.stop()
+
+
+async def test_code_cannot_forge_calls_of_tools_it_was_not_given(engine: ForkEngine, box: Box) -> None:
+    # The code shares its process with the control channel: it can write to it directly.
+    forge = (
+        "import json, os, socket\n"
+        "ctl = socket.socket(fileno=os.dup(3))\n"
+        "ctl.send(json.dumps({'op': 'tool_call', 'call': 99, 'name': 'delete_everything', 'input': {}}).encode())\n"
+        "ctl.send(json.dumps({'op': 'waiting'}).encode())\n"
+        "print(await allowed({'x': 1}))\n"
+    )
+    paused = await engine.execute(box, ExecRequest("python", forge, session=True, tools=("allowed",)))
+    assert [(call.name, call.input) for call in paused.tool_calls] == [("allowed", {"x": 1})]
+    done = await engine.resume(box, {paused.tool_calls[0].call: "fine"})
+    assert (done.stdout, done.return_code) == ("fine\n", 0)

@@ -97,6 +97,7 @@ class _Cell:
     timeout: float
     kernel: bool
     oom_before: int
+    tools: tuple[str, ...] = ()  # the client tools its code may call
     spent: float = 0.0  # running time so far (client waits excluded)
 
     def stop_reading(self) -> None:
@@ -311,7 +312,7 @@ class ForkEngine(BwrapEngine):
             for name, pipe in zip(("stdout", "stderr"), pipes, strict=True):
                 readers.append(await read_capped(pipe, self.limits.output_bytes, name, request.on_output))
             code = memfd("code", request.source.encode(errors="surrogatepass"))
-            cell = _Cell(child, cg, readers, timeout, kernel is not None, cg.oom_kills() if cg else 0)
+            cell = _Cell(child, cg, readers, timeout, kernel is not None, cg.oom_kills() if cg else 0, request.tools)
             if kernel is not None:
                 kernel.running = cell
             try:
@@ -350,7 +351,9 @@ class ForkEngine(BwrapEngine):
                     if message.get("op") == "done":
                         return_code = int(message["rc"])
                         break
-                    if message.get("op") == "tool_call":
+                    if message.get("op") == "tool_call" and message.get("name") in cell.tools:
+                        # (the code shares its process with this end of the channel: a call
+                        # of any other tool is forged, and never reaches the client)
                         calls.append(ToolCall(int(message["call"]), str(message["name"]), message.get("input")))
                     elif message.get("op") == "waiting" and calls:
                         cell.spent += time.monotonic() - started
