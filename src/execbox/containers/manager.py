@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from execbox.errors import (
     ContainerExpired,
     ContainerNotFound,
     FileNotFound,
+    InvalidRequest,
     RequestTooLarge,
     SandboxUnavailable,
     TooManyContainers,
@@ -41,6 +43,7 @@ log = logging.getLogger("execbox.containers")
 
 T = TypeVar("T")
 
+MAX_LIST_LIMIT = 1000
 # Tombstones of expired containers are forgotten after this long (then the id is "not found").
 TOMBSTONE_RETENTION = timedelta(days=30)
 
@@ -62,6 +65,15 @@ class GeneratedFile:
     size_bytes: int
     file: FileRecord | None
     error_code: str | None = None  # "output_file_too_large"
+
+
+@dataclass(frozen=True)
+class ContainerPage:
+    """A page of containers with each one's disk use in bytes (None where unknown)."""
+
+    containers: list[Container]
+    has_more: bool
+    disk_used_bytes: list[int | None]
 
 
 @dataclass
@@ -154,6 +166,25 @@ class ContainerManager:
         if row.expires_at <= utcnow():
             raise ContainerExpired(container_id)
         return _container(row)
+
+    async def page(
+        self, workspace: str, limit: int = 20, *, after_id: str | None = None, before_id: str | None = None
+    ) -> ContainerPage:
+        """The workspace's live containers, newest first; ``after_id`` pages to older ones,
+        ``before_id`` to newer ones. InvalidRequest for an unknown cursor or a bad limit."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}.")
+        if after_id is not None and before_id is not None:
+            raise InvalidRequest("Use only one of `before_id` and `after_id`.")
+        found = await asyncio.to_thread(
+            self.store.page, workspace, utcnow(), limit, after_id=after_id, before_id=before_id
+        )
+        if found is None:
+            name = "after_id" if after_id is not None else "before_id"
+            raise InvalidRequest(f"{name}: unknown container `{after_id or before_id}`.")
+        rows, has_more = found
+        used = await asyncio.to_thread(lambda: [_disk_used(self._box(row)) for row in rows])
+        return ContainerPage([_container(row) for row in rows], has_more, used)
 
     async def execute(self, workspace: str, container_id: str, request: ExecRequest) -> Execution:
         """Run code; refreshes the idle TTL. Serialised per container."""
@@ -343,3 +374,14 @@ class ContainerManager:
 def _container(row: ContainerRow) -> Container:
     return Container(row.id, row.workspace, row.created_at, row.last_used_at, row.expires_at)
 
+
+
+def _disk_used(box: Box) -> int | None:
+    """Bytes in use on a box's own filesystem; None when it has none (insecure mode, no loop disk)."""
+    try:
+        if not os.path.ismount(box.mount):
+            return None
+        stats = os.statvfs(box.mount)
+    except OSError:
+        return None
+    return (stats.f_blocks - stats.f_bfree) * stats.f_frsize

@@ -86,6 +86,33 @@ class ContainerStore:
             query = sa.select(sa.func.count()).select_from(containers_table)
             return conn.execute(query.where(c.workspace == workspace, c.status == ACTIVE)).scalar_one()
 
+    def page(
+        self, workspace: str, now: datetime, limit: int, *, after_id: str | None = None, before_id: str | None = None
+    ) -> tuple[list[ContainerRow], bool] | None:
+        """One page of the workspace's live containers (active, not past expiry), newest first,
+        and whether more follow in the paging direction: after ``after_id`` (older) or before
+        ``before_id`` (newer). None when the cursor is no container of the workspace (a
+        container that expired since still works as a cursor)."""
+        c = containers_table.c
+        query = sa.select(containers_table).where(c.workspace == workspace, c.status == ACTIVE, c.expires_at > now)
+        cursor_id = after_id or before_id
+        with self.engine.connect() as conn:
+            if cursor_id is not None:
+                cursor = conn.execute(
+                    sa.select(c.created_at, c.id).where(c.id == cursor_id, c.workspace == workspace)
+                ).first()
+                if cursor is None:
+                    return None
+                if before_id is not None:
+                    query = query.where(sa.tuple_(c.created_at, c.id) > sa.tuple_(cursor.created_at, cursor.id))
+                else:
+                    query = query.where(sa.tuple_(c.created_at, c.id) < sa.tuple_(cursor.created_at, cursor.id))
+            order = (c.created_at.asc(), c.id.asc()) if before_id is not None else (c.created_at.desc(), c.id.desc())
+            rows = [ContainerRow(**row._mapping) for row in conn.execute(query.order_by(*order).limit(limit + 1))]
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        return (list(reversed(rows)) if before_id is not None else rows), has_more
+
     def due(self, now: datetime) -> list[ContainerRow]:
         """Active containers whose expiry time has passed."""
         c = containers_table.c

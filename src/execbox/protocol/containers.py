@@ -15,6 +15,22 @@ class ContainerObject(BaseModel):
     expires_at: datetime
 
 
+class ContainerListItem(ContainerObject):
+    """A container in ``GET /v1/containers``, with what its disk holds (None where unknown)."""
+
+    last_used_at: datetime
+    disk_used_bytes: int | None = None
+
+
+class ContainerList(BaseModel):
+    """A page of containers, newest first; page on with ``after_id=last_id``."""
+
+    data: list[ContainerListItem]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
 class ContainerDeleted(BaseModel):
     id: str
     type: Literal["container_deleted"] = "container_deleted"

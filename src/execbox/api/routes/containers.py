@@ -15,7 +15,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -28,6 +28,8 @@ from execbox.protocol.containers import (
     ContainerDeleted,
     ContainerFile,
     ContainerFileList,
+    ContainerList,
+    ContainerListItem,
     ContainerObject,
     ExecErrorEvent,
     ExecFile,
@@ -60,6 +62,32 @@ def container_object(container: Container) -> ContainerObject:
 @router.post("")
 async def create_container(ws: Workspace, containers: Containers) -> ContainerObject:
     return container_object(await containers.create(ws))
+
+
+@router.get("")
+async def list_containers(
+    ws: Workspace,
+    containers: Containers,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    after_id: str | None = None,
+    before_id: str | None = None,
+) -> ContainerList:
+    """The workspace's live containers, newest first. ``after_id`` pages to older ones,
+    ``before_id`` to newer ones (both: ids from an earlier page)."""
+    page = await containers.page(ws, limit, after_id=after_id, before_id=before_id)
+    data = [
+        ContainerListItem(
+            id=c.id, created_at=c.created_at, expires_at=c.expires_at, last_used_at=c.last_used_at,
+            disk_used_bytes=used,
+        )
+        for c, used in zip(page.containers, page.disk_used_bytes, strict=True)
+    ]
+    return ContainerList(
+        data=data,
+        has_more=page.has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )
 
 
 @router.get("/{container_id}")
