@@ -1,4 +1,5 @@
-"""The ``execbox`` command: ``serve``, ``doctor``, ``setup-runtime``, ``settings``.
+"""The ``execbox`` command: ``serve``, ``doctor``, ``setup-runtime``, ``settings``, and the
+client commands ``containers ls|rm`` and ``run`` (which talk to a running server).
 
 Every setting is a flag of ``serve`` (``--memory-limit 2GiB``) and an ``EXECBOX_*``
 environment variable; flags win.
@@ -145,6 +146,124 @@ def show_settings(markdown: bool) -> None:
         else:
             value = "***" if "key" in name and getattr(settings, name) else getattr(settings, name)
             click.echo(f"{env:<30} {value}")
+
+
+def _client_options(func: Any) -> Any:
+    """``--url`` and ``--api-key`` of the client commands (also EXECBOX_URL, EXECBOX_API_KEY)."""
+    func = click.option("--api-key", envvar="EXECBOX_API_KEY", default=None, help="API key (EXECBOX_API_KEY).")(func)
+    return click.option(
+        "--url", envvar="EXECBOX_URL", default="http://127.0.0.1:8000", show_default=True,
+        help="The execbox server (EXECBOX_URL).",
+    )(func)
+
+
+def _client_errors(func: Any) -> Any:
+    """Client failures as one line on stderr and exit status 1, not a traceback."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import httpx
+
+        from execbox.client import APIError
+
+        try:
+            return func(*args, **kwargs)
+        except APIError as exc:
+            click.echo(f"execbox: {exc.message} ({exc.status_code} {exc.type})", err=True)
+            raise SystemExit(1) from None
+        except httpx.TransportError as exc:
+            click.echo(f"execbox: cannot reach the server: {exc}", err=True)
+            raise SystemExit(1) from None
+
+    return wrapper
+
+
+@main.group()
+def containers() -> None:
+    """List and delete the containers of a running server."""
+
+
+@containers.command("ls")
+@_client_options
+@_client_errors
+def containers_ls(url: str, api_key: str | None) -> None:
+    """The workspace's live containers, newest first."""
+    from execbox.client import Sandbox
+
+    click.echo(f"{'ID':<40} {'CREATED':<20} {'EXPIRES':<20} {'DISK':>10}")
+    for item in Sandbox.list(url, api_key=api_key):
+        disk = "-" if item.disk_used_bytes is None else format_size_short(item.disk_used_bytes)
+        click.echo(
+            f"{item.id:<40} {item.created_at:%Y-%m-%d %H:%M:%S}  {item.expires_at:%Y-%m-%d %H:%M:%S}  {disk:>10}"
+        )
+
+
+@containers.command("rm")
+@click.argument("container_ids", nargs=-1, required=True)
+@_client_options
+@_client_errors
+def containers_rm(container_ids: tuple[str, ...], url: str, api_key: str | None) -> None:
+    """Delete containers (an execution under way in one is stopped)."""
+    from execbox.client import Sandbox
+
+    for container_id in container_ids:
+        sandbox = Sandbox.connect(container_id, url, api_key=api_key)
+        try:
+            sandbox.delete()
+        finally:
+            sandbox.close()
+        click.echo(container_id)
+
+
+@main.command("run")
+@click.argument("script", type=click.File("r"))
+@click.option("--container", "container_id", default=None, help="Run in this container (default: a new one).")
+@click.option("--keep", is_flag=True, help="Keep the new container afterwards (its id goes to stderr).")
+@click.option("--bash", "as_bash", is_flag=True, help="Run the script with bash (default: Python; *.sh: bash).")
+@click.option("--timeout", type=float, default=None, help="Seconds (capped by the server's limit).")
+@_client_options
+@_client_errors
+def run_script(
+    script: Any, container_id: str | None, keep: bool, as_bash: bool, timeout: float | None,
+    url: str, api_key: str | None,
+) -> None:
+    """Run SCRIPT (a file, or - for standard input) in a container, printing its output as it
+    comes. Exits with the script's return code."""
+    from execbox.client import Sandbox
+
+    source = script.read()
+    bash = as_bash or script.name.endswith(".sh")
+    if container_id:
+        sandbox = Sandbox.connect(container_id, url, api_key=api_key)
+    else:
+        sandbox = Sandbox.create(url, api_key=api_key)
+        if keep:
+            sandbox.keep()
+            click.echo(f"container: {sandbox.id}", err=True)
+    with sandbox:
+        def out(text: str) -> None:
+            click.echo(text, nl=False)
+
+        def err(text: str) -> None:
+            click.echo(text, nl=False, err=True)
+
+        if bash:
+            result = sandbox.run_bash(source, timeout=timeout, on_stdout=out, on_stderr=err)
+        else:
+            result = sandbox.run(source, timeout=timeout, on_stdout=out, on_stderr=err)
+    for file in result.files:
+        click.echo(f"output file: {file.filename} ({file.size_bytes} bytes) {file.file_id or file.error_code}", err=True)
+    if result.error_code:
+        click.echo(f"execbox: {result.error_code}", err=True)
+    raise SystemExit(result.return_code if result.return_code >= 0 else 1)
+
+
+def format_size_short(n: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor:
+            return f"{n / factor:.1f}{unit}"
+    return f"{n}B"
 
 
 if __name__ == "__main__":
