@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import sys
 from typing import Any
 
 import click
 
+from execbox import logs
 from execbox.settings import Settings, format_size, load_settings, parse_size
 
 log = logging.getLogger("execbox")
@@ -46,12 +46,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-
-
 @click.group()
 @click.version_option(package_name="execbox")
 def main() -> None:
@@ -68,7 +62,7 @@ def serve(**overrides: Any) -> None:
     from execbox.sandbox.doctor import blocking_problems
 
     settings = load_settings(**overrides)
-    _setup_logging(settings.log_level)
+    logs.setup(settings.log_level, settings.log_format)
     if not settings.api_keys and not _is_loopback(settings.host):
         log.warning("no EXECBOX_API_KEYS configured: binding to 127.0.0.1 instead of %s", settings.host)
         settings = settings.model_copy(update={"host": "127.0.0.1"})
@@ -87,7 +81,8 @@ def serve(**overrides: Any) -> None:
     log.info("execbox listening on http://%s:%d (data in %s)", settings.host, settings.port, settings.data_dir)
     for line in app.state.services.backends.describe():
         log.info("models: %s", line)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn's own lines go through execbox's handler (and format) too.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False, log_config=None)
 
 
 @main.command()

@@ -18,6 +18,7 @@ from execbox.containers.manager import ContainerManager
 from execbox.conversation.loop import Conversation
 from execbox.conversation.thread_store import ThreadStore
 from execbox.files.store import FileStore
+from execbox.metrics import Metrics
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.forkengine import ForkEngine
 from execbox.sandbox.types import Limits
@@ -50,6 +51,7 @@ class Services:
     containers: ContainerManager
     backends: Backends
     conversation: Conversation
+    metrics: Metrics = field(default_factory=Metrics)
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -57,6 +59,7 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         database = db.connect(settings.database)
         db.create_tables(database)
+        metrics = Metrics()
         files = FileStore(database, settings.data_dir / "files", max_size=settings.max_upload_size)
         engine: BwrapEngine
         if settings.fork_server:
@@ -91,12 +94,15 @@ class Services:
             expiry=settings.container_expiry,
             reaper_interval_s=settings.reaper_interval,
             max_containers=settings.max_containers,
+            metrics=metrics,
         )
+        metrics.count_live_containers(containers.store.count_all_active)
         backends = Backends.from_settings(settings)
         conversation = Conversation(
-            backends=backends, containers=containers, files=files, settings=settings, threads=ThreadStore(database)
+            backends=backends, containers=containers, files=files, settings=settings, threads=ThreadStore(database),
+            metrics=metrics,
         )
-        return cls(settings, database, files, containers, backends, conversation)
+        return cls(settings, database, files, containers, backends, conversation, metrics)
 
     async def start(self) -> None:
         await self.containers.start()

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         "`default` and the server only binds to loopback.",
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as `text`, or `json`: one object per line with the request id, workspace, "
+        "container id, model and durations.",
+    )
     insecure: bool = Field(
         False,
         description="Start even when an isolation feature is missing on this host (doctor lists them). "

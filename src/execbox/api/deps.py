@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from execbox import logs
 from execbox.api.auth import api_key_of, workspace_for
 from execbox.errors import InvalidRequest
 from execbox.protocol.messages import API_VERSIONS
@@ -18,7 +19,9 @@ def services(request: Request) -> Services:
 
 def workspace(request: Request) -> str:
     """The caller's workspace (raises AuthenticationFailed on a bad key)."""
-    return workspace_for(request.app.state.workspace_keys, api_key_of(request))
+    found = workspace_for(request.app.state.workspace_keys, api_key_of(request))
+    logs.bind(workspace=found)
+    return found
 
 
 def api_version(request: Request, _: Annotated[str, Depends(workspace)]) -> str:

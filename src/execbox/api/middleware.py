@@ -1,4 +1,5 @@
-"""ASGI middleware: a ``request-id`` header on every response, and an access log line."""
+"""ASGI middleware: a ``request-id`` header on every response, the request's log context,
+an access log line, and the HTTP metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from execbox import logs
 from execbox.ids import new_id
+from execbox.metrics import Metrics
 
 log = logging.getLogger("execbox.access")
 
@@ -18,8 +21,9 @@ class RequestIdMiddleware:
     Pure ASGI (not BaseHTTPMiddleware) so streamed responses pass through untouched.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -27,6 +31,7 @@ class RequestIdMiddleware:
             return
         request_id = new_id("req")
         scope.setdefault("state", {})["request_id"] = request_id
+        logs.start_request(request_id)
         started = time.perf_counter()
         status = 0
 
@@ -42,7 +47,13 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.http_requests.labels(method, route, str(status)).inc()
+            self.metrics.http_duration.labels(method, route).observe(seconds)
             log.info(
-                "%s %s -> %s in %.1f ms [%s]",
-                scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000, request_id,
+                "%s %s -> %s in %.1f ms", method, scope["path"], status, seconds * 1000,
+                extra={"method": method, "path": scope["path"], "route": route, "status": status,
+                       "duration_ms": round(seconds * 1000, 1)},
             )

@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Coroutine
+import time
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 
 import sqlalchemy as sa
 
+from execbox import metrics as metrics_module
 from execbox.containers.store import EXPIRED, ContainerRow, ContainerStore
 from execbox.db import utcnow
 from execbox.errors import (
@@ -36,6 +38,7 @@ from execbox.errors import (
 )
 from execbox.files.store import FileRecord, FileStore, safe_filename
 from execbox.ids import new_id
+from execbox.metrics import Metrics
 from execbox.sandbox.errors import SessionLost
 from execbox.sandbox.types import Box, EditRequest, EditResult, Engine, ExecRequest, ExecResult, OutputFile
 
@@ -98,8 +101,10 @@ class ContainerManager:
         expiry: Literal["idle", "created"],
         reaper_interval_s: float,
         max_containers: int = 1000,
+        metrics: Metrics = metrics_module.NULL,
     ) -> None:
         self.engine = engine
+        self.metrics = metrics
         self.store = ContainerStore(database)
         self.files = files
         self.boxes_dir = boxes_dir
@@ -189,7 +194,10 @@ class ContainerManager:
     async def execute(self, workspace: str, container_id: str, request: ExecRequest) -> Execution:
         """Run code; refreshes the idle TTL. Serialised per container."""
         async with self._using(workspace, container_id, touch=False) as (row, box):
-            result = await self._stoppable(row.id, self.engine.execute(box, request))
+            with self._measured(request.kind) as outcome:
+                result = await self._stoppable(row.id, self.engine.execute(box, request))
+                outcome.append(_outcome(result))
+                outcome.append(result.duration_s)
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
             # (held locked until now, the reaper skipped it; a cell waiting for tools counts when done)
             await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
@@ -208,7 +216,31 @@ class ContainerManager:
 
     async def edit(self, workspace: str, container_id: str, request: EditRequest) -> EditResult:
         async with self._using(workspace, container_id) as (row, box):
-            return await self._stoppable(row.id, self.engine.edit(box, request))
+            with self._measured("editor") as outcome:
+                result = await self._stoppable(row.id, self.engine.edit(box, request))
+                outcome.append("error" if result.error_code else "ok")
+            return result
+
+    @contextlib.contextmanager
+    def _measured(self, tool: str) -> Iterator[list[Any]]:
+        """Count one execution of ``tool`` and time it. The body appends the outcome and, if
+        it knows it, the sandbox's own duration; nothing appended means it failed."""
+        outcome: list[Any] = []
+        metrics, path = self.metrics, getattr(self.engine, "path_name", "sandbox")
+        metrics.executions_in_progress.inc()
+        started = time.perf_counter()
+        try:
+            yield outcome
+        finally:
+            metrics.executions_in_progress.dec()
+            duration = outcome[1] if len(outcome) > 1 else time.perf_counter() - started
+            result = outcome[0] if outcome else "failed"
+            metrics.executions.labels(tool, path, result).inc()
+            metrics.execution_duration.labels(tool, path).observe(duration)
+            log.info(
+                "%s execution: %s in %.0f ms", tool, result, duration * 1000,
+                extra={"tool": tool, "exec_path": path, "outcome": result, "duration_ms": round(duration * 1000, 1)},
+            )
 
     async def put_file(self, workspace: str, container_id: str, path: str, data: bytes | BinaryIO) -> str:
         """Write into the workspace; returns the sanitized path actually written."""
@@ -305,7 +337,7 @@ class ContainerManager:
         never create lock entries."""
         if self._owners.get(container_id) != workspace:
             await self._find(workspace, container_id)
-        async with self._lock(container_id) if exclusive else contextlib.nullcontext():
+        async with self._held(self._lock(container_id)) if exclusive else contextlib.nullcontext():
             row = await self._find(workspace, container_id)
             self._owners[container_id] = workspace
             if row.expires_at <= utcnow():
@@ -313,6 +345,22 @@ class ContainerManager:
                     await self._free(row)
                 raise ContainerExpired(container_id)
             yield (await self._touch(row) if touch else row), self._box(row)
+
+    @contextlib.asynccontextmanager
+    async def _held(self, lock: asyncio.Lock) -> AsyncIterator[None]:
+        """``lock``, held; time spent queued behind another holder counts as waiting."""
+        if lock.locked():
+            self.metrics.executions_waiting.inc()
+            try:
+                await lock.acquire()
+            finally:
+                self.metrics.executions_waiting.dec()
+        else:
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     async def _find(self, workspace: str, container_id: str, *, allow_expired: bool = False) -> ContainerRow:
         row = await asyncio.to_thread(self.store.get, container_id)
@@ -369,6 +417,14 @@ class ContainerManager:
         except RequestTooLarge:
             return too_large
         return GeneratedFile(record.filename, record.size_bytes, record)
+
+
+def _outcome(result: ExecResult) -> str:
+    if result.timed_out:
+        return "timeout"
+    if result.oom_killed:
+        return "oom"
+    return "ok" if result.return_code == 0 else "error"
 
 
 def _container(row: ContainerRow) -> Container:

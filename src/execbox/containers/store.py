@@ -113,6 +113,11 @@ class ContainerStore:
         rows = rows[:limit]
         return (list(reversed(rows)) if before_id is not None else rows), has_more
 
+    def count_all_active(self) -> int:
+        with self.engine.connect() as conn:
+            query = sa.select(sa.func.count()).select_from(containers_table)
+            return conn.execute(query.where(containers_table.c.status == ACTIVE)).scalar_one()
+
     def due(self, now: datetime) -> list[ContainerRow]:
         """Active containers whose expiry time has passed."""
         c = containers_table.c

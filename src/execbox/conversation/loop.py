@@ -21,18 +21,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 from pydantic_core import from_json
 
+from execbox import logs
+from execbox import metrics as metrics_module
 from execbox.backends.base import (
     BlockStart,
     BlockStop,
     InputDelta,
     InputTokens,
     ModelBackend,
+    ModelEvent,
     ModelRequest,
     TextDelta,
     ToolSpec,
@@ -57,6 +61,7 @@ from execbox.conversation.tools import SERVER_TOOLS, InvalidToolInput, sandbox_r
 from execbox.errors import ContainerExpired, ExecboxError, FileNotFound, InvalidRequest, LegacyContainerExpired
 from execbox.files.store import FileStore, safe_filename
 from execbox.ids import new_id
+from execbox.metrics import Metrics
 from execbox.protocol.messages import (
     CodeToolResultBlock,
     ContainerInfo,
@@ -147,6 +152,7 @@ class Conversation:
         files: FileStore,
         settings: Settings,
         threads: ThreadStore | None = None,
+        metrics: Metrics = metrics_module.NULL,
     ) -> None:
         self.backends = backends
         self.containers = containers
@@ -154,6 +160,7 @@ class Conversation:
         self.settings = settings
         self.programmatic = ProgrammaticCalls()
         self.threads = Threads(threads, enabled=settings.message_threads, ttl_s=settings.thread_ttl)
+        self.metrics = metrics
 
     async def start(self, params: MessageCreateParams, workspace: str) -> Turn:
         """Check the request and prepare its container; raises before any output is produced.
@@ -163,6 +170,7 @@ class Conversation:
         code execution tool is offered; the current turn's ``container_upload`` files are
         copied into it.
         """
+        logs.bind(model=params.model)
         backend = self.backends.for_model(params.model)
         thread = await self.threads.begin(params, workspace)
         try:
@@ -196,6 +204,7 @@ class Conversation:
                 raise
         else:
             container = await self.containers.create(workspace)
+        logs.bind(container_id=container.id)
         paths = await asyncio.to_thread(self._earlier_upload_paths, workspace, history)
         for record in records:
             paths[record.id] = f"{WORKSPACE}/{await self.containers.upload(workspace, container.id, record)}"
@@ -235,6 +244,7 @@ class Turn:
         self.thread: ThreadTurn | None = None
         self._raw_history = history if raw_history is None else raw_history  # as sent: what a thread keeps
         self._containers = conversation.containers
+        self._metrics = conversation.metrics
         self.params = params
         self.workspace = workspace
         self.backend = backend
@@ -286,6 +296,7 @@ class Turn:
         finally:
             if self.thread is not None:
                 await self.thread.finish()
+            self._metrics.messages.labels(message.model, message.stop_reason or "error").inc()
             log.info(
                 "message %s model=%s stream=%s model_calls=%d executions=%d stop_reason=%s container=%s",
                 message.id,
@@ -367,7 +378,7 @@ class Turn:
         self.model_calls += 1
         block: TextBlock | ServerToolUseBlock | ToolUseBlock | None = None
         arguments = ""
-        async for event in self.backend.stream(request):
+        async for event in self._timed(self.backend.stream(request), request.model):
             index = len(content) - 1
             if isinstance(event, InputTokens):
                 if self.model_calls == 1:
@@ -397,6 +408,30 @@ class Turn:
                 usage.input_tokens += event.input_tokens
                 usage.output_tokens += event.output_tokens
                 yield event
+
+    async def _timed(self, events: AsyncIterator[ModelEvent], model: str) -> AsyncIterator[ModelEvent]:
+        """A model call's events, counted and timed to the end of its stream."""
+        backend = type(self.backend).__name__.removesuffix("Backend").lower() or "model"
+        started = time.perf_counter()
+        outcome = "cancelled"
+        try:
+            async for event in events:
+                yield event
+            outcome = "ok"
+        except ExecboxError as exc:
+            outcome = exc.type
+            raise
+        except Exception:
+            outcome = "api_error"
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            self._metrics.model_requests.labels(backend, model, outcome).inc()
+            self._metrics.model_duration.labels(backend, model).observe(seconds)
+            log.info(
+                "model call %s via %s: %s in %.0f ms", model, backend, outcome, seconds * 1000,
+                extra={"backend": backend, "outcome": outcome, "duration_ms": round(seconds * 1000, 1)},
+            )
 
     async def _execute(self, call: dict[str, Any]) -> AsyncIterator[StreamEvent | None]:
         """Run one server tool call (or go on with one whose code awaited client tools) and

@@ -19,8 +19,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from execbox import logs
 from execbox.api.bodies import read_params, receive_body
 from execbox.api.deps import services, workspace
+from execbox.api.openapi import json_body, raw_body
 from execbox.containers.manager import Container, ContainerManager, Execution
 from execbox.errors import ExecboxError
 from execbox.files.mime import guess
@@ -40,7 +42,13 @@ from execbox.protocol.containers import (
 )
 from execbox.sandbox.types import ExecRequest, OutputCallback
 
-router = APIRouter(prefix="/v1/containers")
+
+async def _bind_container(request: Request) -> None:
+    """Put the path's container id in the request's log context."""
+    logs.bind(container_id=request.path_params.get("container_id"))
+
+
+router = APIRouter(prefix="/v1/containers", tags=["containers"], dependencies=[Depends(_bind_container)])
 
 # File downloads are sent in pieces of this size, read in a worker thread.
 CHUNK_BYTES = 256 * 1024
@@ -101,7 +109,17 @@ async def delete_container(container_id: str, ws: Workspace, containers: Contain
     return ContainerDeleted(id=container_id)
 
 
-@router.post("/{container_id}/exec", response_model=None)
+@router.post(
+    "/{container_id}/exec",
+    response_model=None,
+    openapi_extra=json_body(ExecParams),
+    responses={200: {
+        "model": ExecOutput,
+        "description": "The result; with `stream: true`, newline-delimited JSON: `stdout` and `stderr` "
+        "pieces as they come, then one `result` (or `error`).",
+        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+    }},
+)
 async def execute(
     container_id: str, http: Request, ws: Workspace, containers: Containers
 ) -> ExecOutput | StreamingResponse:
@@ -192,7 +210,11 @@ async def list_files(container_id: str, ws: Workspace, containers: Containers) -
     return ContainerFileList(data=[ContainerFile(path=path, size_bytes=size) for path, size in files])
 
 
-@router.get("/{container_id}/files/{path:path}")
+@router.get(
+    "/{container_id}/files/{path:path}",
+    response_class=StreamingResponse,
+    responses={200: {"description": "The file's bytes.", "content": {"application/octet-stream": {}}}},
+)
 async def read_file(container_id: str, path: str, ws: Workspace, containers: Containers) -> StreamingResponse:
     """The file's bytes, streamed: as many as it held when opened."""
     file = await containers.open_file(ws, container_id, path)
@@ -208,7 +230,7 @@ def _chunks(file: BinaryIO, size: int) -> Iterator[bytes]:
             yield chunk
 
 
-@router.put("/{container_id}/files/{path:path}")
+@router.put("/{container_id}/files/{path:path}", openapi_extra=raw_body("The file's bytes."))
 async def write_file(
     container_id: str, path: str, request: Request, ws: Workspace, containers: Containers
 ) -> ContainerFile:

@@ -10,11 +10,12 @@ from fastapi.responses import FileResponse
 
 from execbox.api.bodies import receive_file
 from execbox.api.deps import api_version, services, workspace
+from execbox.api.openapi import multipart_body
 from execbox.errors import InvalidRequest
 from execbox.files.store import FileRecord, FileStore
 from execbox.protocol.files import LEGACY_FILES_BETA, FileDeleted, FileList, FileMetadata
 
-router = APIRouter(prefix="/v1/files", dependencies=[Depends(api_version)])
+router = APIRouter(prefix="/v1/files", tags=["files"], dependencies=[Depends(api_version)])
 
 Workspace = Annotated[str, Depends(workspace)]
 
@@ -38,7 +39,11 @@ def metadata_of(record: FileRecord) -> FileMetadata:
     )
 
 
-@router.post("")
+@router.post("", openapi_extra=multipart_body(
+    {"file": {"type": "string", "format": "binary"},
+     "expires_in_seconds": {"type": "integer", "description": "Optional lifetime of the file."}},
+    ["file"],
+))
 async def upload_file(request: Request, ws: Workspace, files: Files) -> FileMetadata:
     """Multipart ``file`` plus optional ``expires_in_seconds``; streamed to disk."""
     staged = files.staging_file()
@@ -95,7 +100,11 @@ def get_file(file_id: str, ws: Workspace, files: Files) -> FileMetadata:
     return metadata_of(files.get(ws, file_id))
 
 
-@router.get("/{file_id}/content")
+@router.get(
+    "/{file_id}/content",
+    response_class=FileResponse,
+    responses={200: {"description": "The file's bytes.", "content": {"application/octet-stream": {}}}},
+)
 def download_file(file_id: str, ws: Workspace, files: Files) -> FileResponse:
     """Raw bytes of a generated file; uploads are not downloadable (400 ``file_not_downloadable``)."""
     record = files.get(ws, file_id)

@@ -12,11 +12,12 @@ from fastapi.responses import JSONResponse, Response
 
 from execbox.api.bodies import read_params
 from execbox.api.deps import api_version, services, workspace
+from execbox.api.openapi import json_body
 from execbox.api.sse import stream_response
 from execbox.protocol.messages import CountTokensParams, Message, MessageCreateParams, TokenCount
 from execbox.services import Services
 
-router = APIRouter(dependencies=[Depends(api_version)])
+router = APIRouter(tags=["messages"], dependencies=[Depends(api_version)])
 
 Workspace = Annotated[str, Depends(workspace)]
 Svc = Annotated[Services, Depends(services)]
@@ -25,7 +26,15 @@ Version = Annotated[str, Depends(api_version)]
 DISCONNECT_POLL = 0.5  # seconds between checks that a plain response's client is still there
 
 
-@router.post("/v1/messages")
+@router.post(
+    "/v1/messages",
+    openapi_extra=json_body(MessageCreateParams, "Anthropic's Messages request, with the code execution tool."),
+    responses={200: {
+        "model": Message,
+        "description": "The message; with `stream: true`, server-sent events (`message_start` ... `message_stop`).",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }},
+)
 async def create_message(request: Request, caller: Workspace, version: Version, svc: Svc) -> Response:
     params = await read_params(request, MessageCreateParams)
     params.check_version(version)
@@ -53,7 +62,7 @@ async def _while_connected(work: Coroutine[Any, Any, Message], request: Request)
         task.cancel()
 
 
-@router.post("/v1/messages/count_tokens")
+@router.post("/v1/messages/count_tokens", openapi_extra=json_body(CountTokensParams))
 async def count_tokens(request: Request, version: Version, svc: Svc) -> TokenCount:
     params = await read_params(request, CountTokensParams)
     params.check_version(version)

@@ -12,7 +12,7 @@ from execbox.errors import InvalidRequest
 from execbox.protocol.models import ModelInfo, ModelList
 from execbox.services import Services
 
-router = APIRouter(dependencies=[Depends(api_version)])
+router = APIRouter(tags=["models"], dependencies=[Depends(api_version)])
 
 Svc = Annotated[Services, Depends(services)]
 
