@@ -11,7 +11,8 @@
 #      libseccomp2, python3 (the sandbox's interpreter).
 #   2. .venv/: the server's Python environment (execbox and its dependencies, test tools).
 #   3. .venv/sdk-1.1/: a second environment with the 1.1 release of the anthropic SDK, for
-#      the compatibility tests (test only).
+#      the compatibility tests, and Debian's chromium and chromium-driver for the playground's
+#      browser tests (test only).
 #   4. .venv/node-sdk-<version>/: the TypeScript SDK (@anthropic-ai/sdk) for the end-to-end
 #      tests that drive the server from node (test only; skipped when node is not installed).
 #   5. The sandbox runtime environment (pandas, numpy, ...), built once per pin set into
@@ -25,6 +26,8 @@ SDK1_VENV=$VENV/sdk-1.1
 TS_SDK_VERSION=1.14.0   # the latest 1.x release of @anthropic-ai/sdk; tests/e2e/test_typescript_sdk.py reads this line
 TS_SDK_DIR=$VENV/node-sdk-$TS_SDK_VERSION
 APT_PACKAGES=(bubblewrap util-linux e2fsprogs libseccomp2 python3 mount ca-certificates)
+# The playground's browser tests drive Debian's chromium through Debian's chromedriver.
+TEST_APT_PACKAGES=(chromium chromium-driver fonts-dejavu-core)
 # uv trusts the system's certificate store (where a TLS-intercepting proxy's CA is installed).
 export UV_SYSTEM_CERTS=1 UV_NATIVE_TLS=1
 
@@ -32,7 +35,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 install_apt() {
     local missing=()
-    for pkg in "${APT_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
     ((${#missing[@]})) || return 0
@@ -92,7 +95,8 @@ install_ts_sdk() {
 }
 
 setup() {
-    install_apt
+    install_apt "${APT_PACKAGES[@]}"
+    [ "${1:-}" = test ] && install_apt "${TEST_APT_PACKAGES[@]}"
     install_venv
     [ "${1:-}" = test ] && install_sdk1_venv && install_ts_sdk
     step "sandbox runtime environment"

@@ -57,7 +57,21 @@ function formatSize(n) {
   for (const [unit, f] of [["GiB", 1 << 30], ["MiB", 1 << 20], ["KiB", 1 << 10]]) if (n >= f) return `${(n / f).toFixed(1)} ${unit}`;
   return `${n} B`;
 }
-const formatTime = (iso) => iso ? new Date(iso).toLocaleString() : "–";
+function formatTime(iso) {
+  if (!iso) return "–";
+  const minutes = Math.round((new Date(iso) - Date.now()) / 60000);
+  if (minutes === 0) return "now";
+  if (Math.abs(minutes) < 60 * 24) return minutes >= 0 ? `in ${minutes} min` : `${-minutes} min ago`;
+  return new Date(iso).toLocaleString();
+}
+
+// Keep the transcript at its end while output arrives, unless the reader scrolled up.
+let stickToEnd = true;
+function scrollDown(force) {
+  const t = $("#transcript");
+  if (force || stickToEnd) t.scrollTop = t.scrollHeight;
+}
+
 
 // ---------- syntax highlighting (Python and bash; tokens become spans, text stays text) ------
 const PY_KW = new Set("False None True and as assert async await break class continue def del elif else except finally for from global if import in is lambda nonlocal not or pass raise return try while with yield print".split(" "));
@@ -125,7 +139,7 @@ async function fileCard(fetchPath, name, size, mime) {
   const url = URL.createObjectURL(type && blob.type !== type ? new Blob([blob], {type}) : blob);
   card.append(el("div", {}, el("a", {href: url, download: name.split("/").pop(), text: name, class: "download"}),
     el("span", {class: "muted", text: `  ${formatSize(size ?? blob.size)}`})));
-  if (isImage(name, type)) card.append(el("img", {src: url, alt: name, class: "output-image"}));
+  if (isImage(name, type)) card.append(el("img", {src: url, alt: name, class: "output-image", onload: () => scrollDown(false)}));
   else if (isCsv(name, type)) card.append(csvTable(await blob.slice(0, 256 * 1024).text()));
   return card;
 }
@@ -173,8 +187,9 @@ function addUserMessage(content) {
   const texts = typeof content === "string" ? [content] : content.filter((b) => b.type === "text").map((b) => b.text);
   const uploads = typeof content === "string" ? [] : content.filter((b) => b.type === "container_upload");
   const node = el("div", {class: "msg user"}, texts.join("\n"));
-  if (uploads.length) node.append(el("div", {class: "muted", text: `\n📎 ${uploads.map((b) => b.filename || b.file_id).join(", ")}`}));
+  if (uploads.length) node.append(el("div", {class: "muted", text: `attached: ${uploads.map((b) => b.filename || b.file_id).join(", ")}`}));
   $("#transcript").append(node);
+  scrollDown(true);
 }
 
 function codeOf(block) {
@@ -394,7 +409,7 @@ async function loadContainers(more) {
     for (const c of page.data) {
       const kernel = c.kernel === undefined ? "–" : (c.kernel ? "live" : "none");
       const row = el("tr", {"data-id": c.id, "data-testid": "container-row"},
-        el("td", {text: c.id, title: "open", onclick: () => openContainer(c.id)}),
+        el("td", {text: c.id.replace(/^container_/, ""), title: `open ${c.id}`, onclick: () => openContainer(c.id)}),
         el("td", {text: formatTime(c.created_at)}), el("td", {text: formatTime(c.expires_at)}),
         el("td", {text: formatSize(c.disk_used_bytes)}), el("td", {text: kernel}),
         el("td", {}, el("button", {class: "small", text: "delete", onclick: () => deleteContainer(c.id)})));
@@ -583,6 +598,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#prompt").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) sendMessage(e); });
   $("#attach").addEventListener("change", (e) => { chat.attachments.push(...e.target.files); e.target.value = ""; renderAttachments(); });
   $("#new-chat").addEventListener("click", newChat);
+  new MutationObserver(() => scrollDown(false)).observe($("#transcript"), {childList: true, subtree: true, characterData: true});
+  $("#transcript").addEventListener("scroll", () => {
+    const t = $("#transcript"); stickToEnd = t.scrollHeight - t.scrollTop - t.clientHeight < 80;
+  });
   $("#new-container").addEventListener("click", newContainer);
   $("#refresh-containers").addEventListener("click", () => loadContainers());
   $("#add-cell").addEventListener("click", addCell);
