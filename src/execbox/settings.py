@@ -170,6 +170,12 @@ class Settings(BaseSettings):
         description="Tool error codes: `sdk` (execution_time_exceeded, ...) or `legacy`, the older documents' "
         "names (code_execution_exceeded, container_expired).",
     )
+    tool_result_images: bool = Field(
+        True,
+        description="Show the model the PNG and JPEG files an execution writes to `$OUTPUT_DIR`, as images in "
+        "its tool result (Claude and OpenAI-compatible models; the response to the client is unchanged). "
+        "Set to false for text-only models.",
+    )
     max_upload_size: Size = Field(500 * 1000**2, description="Largest Files API upload (413 above).")
     message_threads: bool = Field(
         True,

@@ -6,6 +6,9 @@ result block becomes a ``tool_result`` in a user message, with a text rendering 
 result. An assistant message holding ``[text, server_tool_use, result, text]`` becomes
 ``assistant [text, tool_use]``, ``user [tool_result]``, ``assistant [text]``.
 
+Images an execution produced (``images`` in the result's content, put there by the tool loop
+when ``tool_result_images`` is on) go into the ``tool_result`` as image blocks after the text.
+
 Also dropped on the way: thinking blocks (they belong to another model's turn),
 ``container_upload`` blocks (the file is already in the container), empty text blocks
 and null fields such as ``citations: null``.
@@ -85,8 +88,14 @@ def _convert_block(role: str, block: dict[str, Any]) -> tuple[str, dict[str, Any
     if kind == "server_tool_use":
         return role, {"type": "tool_use", "id": block["id"], "name": block["name"], "input": block.get("input", {})}
     if kind in SERVER_RESULT_TYPES:
-        text, is_error = render_result(block.get("content") or {})
-        result = {"type": "tool_result", "tool_use_id": block["tool_use_id"], "content": text}
+        content = block.get("content") or {}
+        text, is_error = render_result(content)
+        result: dict[str, Any] = {"type": "tool_result", "tool_use_id": block["tool_use_id"], "content": text}
+        if content.get("images"):
+            result["content"] = [{"type": "text", "text": text}] + [
+                {"type": "image", "source": {"type": "base64", "media_type": image["media_type"], "data": image["data"]}}
+                for image in content["images"]
+            ]
         if is_error:
             result["is_error"] = True
         return "user", result

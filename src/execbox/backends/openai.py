@@ -155,13 +155,22 @@ def _assistant_message(content: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _user_messages(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Tool results as ``tool`` messages (they come first), then the rest as one user message."""
+    """Tool results as ``tool`` messages (they come first), then the rest as one user message.
+
+    ``tool`` messages carry text only, so the images of tool results (plots an execution made)
+    open the user message that follows, introduced by a line naming their call."""
     messages = [
         {"role": "tool", "tool_call_id": b["tool_use_id"], "content": _joined_text(blocks(b.get("content")))}
         for b in content
         if b["type"] == "tool_result"
     ]
-    parts = [_user_part(b) for b in content if b["type"] != "tool_result"]
+    parts: list[dict[str, Any]] = []
+    for b in content:
+        images = [i for i in blocks(b.get("content")) if i.get("type") == "image"] if b["type"] == "tool_result" else []
+        if images:
+            parts.append({"type": "text", "text": f"Images produced by tool call {b['tool_use_id']}:"})
+            parts += [_user_part(image) for image in images]
+    parts += [_user_part(b) for b in content if b["type"] != "tool_result"]
     if parts and all(part["type"] == "text" for part in parts):
         messages.append({"role": "user", "content": "\n\n".join(part["text"] for part in parts)})
     elif parts:

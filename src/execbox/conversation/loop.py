@@ -19,6 +19,7 @@ request does not carry the reason, so the model sees it during the request that 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -43,7 +44,7 @@ from execbox.backends.base import (
     TurnStop,
 )
 from execbox.backends.registry import Backends
-from execbox.containers.manager import Container, ContainerManager
+from execbox.containers.manager import Container, ContainerManager, Execution
 from execbox.conversation.history import (
     current_uploads,
     model_view,
@@ -88,6 +89,12 @@ from execbox.sandbox.types import WORKSPACE, EditRequest, ExecRequest
 from execbox.settings import Settings
 
 log = logging.getLogger("execbox.messages")
+
+# Output images shown to the model in its tool result (``tool_result_images``): the types
+# both Claude and OpenAI-compatible vision models read, and Claude's per-image size cap.
+MODEL_IMAGE_TYPES = ("image/png", "image/jpeg")
+MAX_MODEL_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_MODEL_IMAGES = 4
 
 
 def tool_specs(params: MessageInput, cell_limit_s: float = 90.0) -> list[ToolSpec]:
@@ -261,6 +268,8 @@ class Turn:
         self._programmatic = conversation.programmatic
         self._waiting_code: set[str] = set()  # server calls of this response that wait for client tools
         self._invalid_inputs: dict[str, str] = {}  # tool_use_id -> why its input was refused
+        self._files = conversation.files
+        self._images: dict[str, list[dict[str, str]]] = {}  # tool_use_id -> images the model is shown
 
     async def complete(self) -> Message:
         """Run the whole loop and return the response."""
@@ -322,6 +331,9 @@ class Turn:
             reason = self._invalid_inputs.get(block.get("tool_use_id", ""))
             if reason and "error_message" not in block["content"]:
                 block["content"]["error_message"] = reason
+            images = self._images.get(block.get("tool_use_id", ""))
+            if images:
+                block["content"]["images"] = images
         return with_response(self.history, response)
 
     async def _run(self) -> AsyncIterator[StreamEvent | None]:
@@ -500,8 +512,29 @@ class Turn:
         server_usage.execution_time_seconds = round(
             server_usage.execution_time_seconds + execution.result.duration_s, 3
         )
+        if self._settings.tool_result_images and not execution.result.timed_out:
+            images = await asyncio.to_thread(self._images_of, execution)
+            if images:
+                self._images[tool_use_id] = images
         cell_limit_s = self._settings.exec_timeout if request.session else None
         return execution_block(name, tool_use_id, execution, names, cell_limit_s=cell_limit_s)
+
+    def _images_of(self, execution: Execution) -> list[dict[str, str]]:
+        """The execution's PNG and JPEG output files, base64-encoded for the model (runs in a
+        worker thread): the first ``MAX_MODEL_IMAGES``, each at most ``MAX_MODEL_IMAGE_BYTES``."""
+        images = []
+        for generated in execution.files:
+            record = generated.file
+            if record is None or record.mime_type not in MODEL_IMAGE_TYPES or record.size_bytes > MAX_MODEL_IMAGE_BYTES:
+                continue
+            try:
+                data = self._files.path(self.workspace, record.id).read_bytes()
+            except (ExecboxError, OSError):
+                continue
+            images.append({"media_type": record.mime_type, "data": base64.b64encode(data).decode("ascii")})
+            if len(images) == MAX_MODEL_IMAGES:
+                break
+        return images
 
     async def _refresh_container(self) -> None:
         """Executions push the container's expiry back: report the latest."""
