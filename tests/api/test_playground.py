@@ -206,3 +206,16 @@ def test_container_cells_and_files(site, browser: WebDriver) -> None:
     files[0].find_element(By.TAG_NAME, "button").click()
     assert "kept between cells" in find(browser, "#file-preview pre").text
     screenshot(browser, "playground-containers")
+
+
+def test_output_is_shown_as_text_never_as_html(site, browser: WebDriver) -> None:
+    """Model and sandbox output is untrusted: markup in it must stay text."""
+    open_page(browser, site)
+    find(browser, "#new-chat").click()
+    send(browser, "<img src=x onerror=\"window.pwnedByPrompt=1\">\n```python\n"
+                  "print('<img src=x onerror=\"window.pwnedByOutput=1\"><b>bold</b>')\n```")
+    stdout = find(browser, "[data-testid=stdout]")
+    assert stdout.text.strip() == '<img src=x onerror="window.pwnedByOutput=1"><b>bold</b>'
+    wait(browser, lambda d: status(d) == "stop_reason: end_turn")
+    assert not stdout.find_elements(By.TAG_NAME, "b") and not all_of(browser, ".msg img")
+    assert browser.execute_script("return [window.pwnedByPrompt, window.pwnedByOutput]") == [None, None]
