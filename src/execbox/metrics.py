@@ -21,6 +21,9 @@ Names and labels:
   ``execbox_model_request_duration_seconds{backend, model}``: calls to model backends
   (``outcome``: ``ok`` or the error type, e.g. ``rate_limit_error``).
 - ``execbox_messages_total{model, stop_reason}``: Messages responses.
+
+``model`` is a model id that ``/v1/models`` lists, else ``other``: callers pick the id, and
+one series per made-up id would let them grow the server's memory without bound.
 """
 
 from __future__ import annotations

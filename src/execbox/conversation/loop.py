@@ -252,6 +252,10 @@ class Turn:
         self._raw_history = history if raw_history is None else raw_history  # as sent: what a thread keeps
         self._containers = conversation.containers
         self._metrics = conversation.metrics
+        # Metric labels name listed models only: callers choose the model id, and a label per
+        # made-up id would grow the server's memory without bound.
+        listed = {info.id for info in conversation.backends.models()}
+        self._model_label = params.model if params.model in listed else "other"
         self.params = params
         self.workspace = workspace
         self.backend = backend
@@ -305,7 +309,7 @@ class Turn:
         finally:
             if self.thread is not None:
                 await self.thread.finish()
-            self._metrics.messages.labels(message.model, message.stop_reason or "error").inc()
+            self._metrics.messages.labels(self._model_label, message.stop_reason or "error").inc()
             log.info(
                 "message %s model=%s stream=%s model_calls=%d executions=%d stop_reason=%s container=%s",
                 message.id,
@@ -438,8 +442,8 @@ class Turn:
             raise
         finally:
             seconds = time.perf_counter() - started
-            self._metrics.model_requests.labels(backend, model, outcome).inc()
-            self._metrics.model_duration.labels(backend, model).observe(seconds)
+            self._metrics.model_requests.labels(backend, self._model_label, outcome).inc()
+            self._metrics.model_duration.labels(backend, self._model_label).observe(seconds)
             log.info(
                 "model call %s via %s: %s in %.0f ms", model, backend, outcome, seconds * 1000,
                 extra={"backend": backend, "outcome": outcome, "duration_ms": round(seconds * 1000, 1)},
