@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -77,3 +79,15 @@ def test_bad_parameters_are_400(keyed, params) -> None:
         response = alpha.get("/v1/containers", params=params)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_expired_containers_leave_the_listing_before_the_reaper_runs(start_server) -> None:
+    server = start_server(args=("--container-ttl", "1", "--reaper-interval", "3600"))
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        container = http.post("/v1/containers").json()["id"]
+        assert [c["id"] for c in http.get("/v1/containers").json()["data"]] == [container]
+        time.sleep(1.5)
+        assert http.get("/v1/containers").json()["data"] == []
+        # Still a cursor for a client that was paging when it expired.
+        assert http.get("/v1/containers", params={"after_id": container}).status_code == 200
+    server.stop()

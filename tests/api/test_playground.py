@@ -111,10 +111,13 @@ def test_chat_shows_a_plot(site, browser: WebDriver) -> None:
                   "import os, matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
                   "plt.figure(figsize=(5, 3))\nplt.plot([1, 2, 3, 4], [1, 4, 9, 16], marker='o')\n"
                   "plt.title('squares')\nplt.savefig(os.path.join(os.environ['OUTPUT_DIR'], 'squares.png'))\n"
+                  "plt.savefig(os.path.join(os.environ['OUTPUT_DIR'], 'squares.svg'))\n"
                   "print('saved the plot')\n```")
-    image = find(browser, "img.output-image")
-    wait(browser, lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) > 0)
-    assert browser.execute_script("return arguments[0].naturalWidth", image) == 500  # 5 in at 100 dpi
+    images = wait(browser, lambda d: len(all_of(d, "img.output-image")) == 2 and all_of(d, "img.output-image"))
+    loaded = "return arguments[0].every(i => i.complete && i.naturalWidth > 0)"
+    wait(browser, lambda d: d.execute_script(loaded, images))
+    widths = {i.get_attribute("alt"): browser.execute_script("return arguments[0].naturalWidth", i) for i in images}
+    assert widths == {"squares.png": 500, "squares.svg": 480}  # 5 in at 100 dpi; 360 pt at 96/72 px per pt
     cell = find(browser, "[data-testid=code-cell]")
     assert "matplotlib" in cell.find_element(By.CSS_SELECTOR, "pre.code").text
     assert cell.find_elements(By.CSS_SELECTOR, "pre.code .tok-kw")  # highlighted
@@ -124,6 +127,7 @@ def test_chat_shows_a_plot(site, browser: WebDriver) -> None:
     assert link.text == "squares.png" and link.get_attribute("href").startswith("blob:")
     wait(browser, lambda d: status(d) == "stop_reason: end_turn")
     assert browser.find_element(By.ID, "chat-container").text.startswith("container_")
+    browser.execute_script("arguments[0].scrollIntoView()", cell)
     screenshot(browser, "playground-chat")
 
 

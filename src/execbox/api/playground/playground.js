@@ -599,8 +599,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#attach").addEventListener("change", (e) => { chat.attachments.push(...e.target.files); e.target.value = ""; renderAttachments(); });
   $("#new-chat").addEventListener("click", newChat);
   new MutationObserver(() => scrollDown(false)).observe($("#transcript"), {childList: true, subtree: true, characterData: true});
-  $("#transcript").addEventListener("scroll", () => {
-    const t = $("#transcript"); stickToEnd = t.scrollHeight - t.scrollTop - t.clientHeight < 80;
+  // Only the reader's own scrolling decides: scrolling up unsticks, reaching the end sticks again.
+  const transcript = $("#transcript");
+  transcript.addEventListener("wheel", (e) => { if (e.deltaY < 0) stickToEnd = false; });
+  transcript.addEventListener("keydown", (e) => { if (["ArrowUp", "PageUp", "Home"].includes(e.key)) stickToEnd = false; });
+  transcript.addEventListener("scroll", () => {
+    if (transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 40) stickToEnd = true;
   });
   $("#new-container").addEventListener("click", newContainer);
   $("#refresh-containers").addEventListener("click", () => loadContainers());
