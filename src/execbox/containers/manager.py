@@ -194,10 +194,9 @@ class ContainerManager:
     async def execute(self, workspace: str, container_id: str, request: ExecRequest) -> Execution:
         """Run code; refreshes the idle TTL. Serialised per container."""
         async with self._using(workspace, container_id, touch=False) as (row, box):
-            with self._measured(request.kind) as outcome:
+            with self._measured(request.kind) as measure:
                 result = await self._stoppable(row.id, self.engine.execute(box, request))
-                outcome.append(_outcome(result))
-                outcome.append(result.duration_s)
+                measure.done(_outcome(result), result.duration_s, getattr(result, "path", None))
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
             # (held locked until now, the reaper skipped it; a cell waiting for tools counts when done)
             await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
@@ -216,30 +215,30 @@ class ContainerManager:
 
     async def edit(self, workspace: str, container_id: str, request: EditRequest) -> EditResult:
         async with self._using(workspace, container_id) as (row, box):
-            with self._measured("editor") as outcome:
+            with self._measured("editor") as measure:
                 result = await self._stoppable(row.id, self.engine.edit(box, request))
-                outcome.append("error" if result.error_code else "ok")
+                measure.done("error" if result.error_code else "ok")
             return result
 
     @contextlib.contextmanager
-    def _measured(self, tool: str) -> Iterator[list[Any]]:
-        """Count one execution of ``tool`` and time it. The body appends the outcome and, if
-        it knows it, the sandbox's own duration; nothing appended means it failed."""
-        outcome: list[Any] = []
-        metrics, path = self.metrics, getattr(self.engine, "path_name", "sandbox")
+    def _measured(self, tool: str) -> Iterator[_Measure]:
+        """Count one execution of ``tool`` and time it; the body reports how it went with
+        ``done`` (not reported: it failed)."""
+        measure = _Measure(path=getattr(self.engine, "path_name", "sandbox"))
+        metrics = self.metrics
         metrics.executions_in_progress.inc()
         started = time.perf_counter()
         try:
-            yield outcome
+            yield measure
         finally:
             metrics.executions_in_progress.dec()
-            duration = outcome[1] if len(outcome) > 1 else time.perf_counter() - started
-            result = outcome[0] if outcome else "failed"
-            metrics.executions.labels(tool, path, result).inc()
-            metrics.execution_duration.labels(tool, path).observe(duration)
+            duration = measure.seconds if measure.seconds is not None else time.perf_counter() - started
+            metrics.executions.labels(tool, measure.path, measure.outcome).inc()
+            metrics.execution_duration.labels(tool, measure.path).observe(duration)
             log.info(
-                "%s execution: %s in %.0f ms", tool, result, duration * 1000,
-                extra={"tool": tool, "exec_path": path, "outcome": result, "duration_ms": round(duration * 1000, 1)},
+                "%s execution: %s in %.0f ms", tool, measure.outcome, duration * 1000,
+                extra={"tool": tool, "exec_path": measure.path, "outcome": measure.outcome,
+                       "duration_ms": round(duration * 1000, 1)},
             )
 
     async def put_file(self, workspace: str, container_id: str, path: str, data: bytes | BinaryIO) -> str:
@@ -417,6 +416,20 @@ class ContainerManager:
         except RequestTooLarge:
             return too_large
         return GeneratedFile(record.filename, record.size_bytes, record)
+
+
+@dataclass
+class _Measure:
+    """How an execution went, for the metrics: ``path`` is the execution path (``sandbox``:
+    a fresh sandbox; an engine or a result may name its own)."""
+
+    path: str
+    outcome: str = "failed"
+    seconds: float | None = None  # the sandbox's own measure, when it has one
+
+    def done(self, outcome: str, seconds: float | None = None, path: str | None = None) -> None:
+        self.outcome, self.seconds = outcome, seconds
+        self.path = path or self.path
 
 
 def _outcome(result: ExecResult) -> str:
