@@ -144,6 +144,15 @@ async function fileCard(fetchPath, name, size, mime) {
   return card;
 }
 
+// Output files in their order, each filled in when its bytes arrive.
+function showOutputFiles(holder, fileIds) {
+  for (const fileId of fileIds) {
+    const slot = el("div", {class: "muted", text: `loading ${fileId}…`});
+    holder.append(slot);
+    outputFileCard(fileId).then((card) => slot.replaceWith(card));
+  }
+}
+
 async function outputFileCard(fileId) {
   try {
     const meta = await getJson(`/v1/files/${encodeURIComponent(fileId)}`);
@@ -274,7 +283,7 @@ class ResponseView {
     if (outputs.length) {
       const files = el("div", {class: "files"});
       cell.append(files);
-      for (const output of outputs) outputFileCard(output.file_id).then((card) => files.append(card));
+      showOutputFiles(files, outputs.map((o) => o.file_id));
     }
   }
 }
@@ -530,7 +539,7 @@ async function runCell(source, language, output, state, run) {
     const files = (result.files || []).filter((f) => f.file_id);
     if (files.length) {
       const holder = el("div", {class: "files"}); output.append(holder);
-      for (const f of files) outputFileCard(f.file_id).then((card) => holder.append(card));
+      showOutputFiles(holder, files.map((f) => f.file_id));
     }
     state.textContent = "";
     loadFiles();
