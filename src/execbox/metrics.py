@@ -11,12 +11,14 @@ Names and labels:
   template (``/v1/containers/{container_id}/exec``), ``unmatched`` for unknown paths.
 - ``execbox_executions_total{tool, path, outcome}`` and
   ``execbox_execution_duration_seconds{tool, path}``: ``tool`` is ``python``, ``bash`` or
-  ``editor``; ``path`` the execution path (``sandbox``: a fresh sandbox per execution);
+  ``editor``; ``path`` the execution path (``fork``: the fork server, ``bwrap``: a fresh
+  sandbox and interpreter);
   ``outcome`` one of ``ok``, ``error`` (non-zero return code or a refused edit), ``timeout``,
-  ``oom``, ``failed`` (the sandbox could not run it).
+  ``oom``, ``failed`` (the sandbox could not run it; path ``unknown``).
 - ``execbox_executions_in_progress`` and ``execbox_executions_waiting`` (queued behind
   another execution in the same container).
-- ``execbox_containers_live``: active containers, all workspaces (read at scrape time).
+- ``execbox_containers_live``: active containers, all workspaces, and ``execbox_kernels_live``:
+  running live Python kernels (both read at scrape time).
 - ``execbox_model_requests_total{backend, model, outcome}`` and
   ``execbox_model_request_duration_seconds{backend, model}``: calls to model backends
   (``outcome``: ``ok`` or the error type, e.g. ``rate_limit_error``).
@@ -70,6 +72,7 @@ class Metrics:
         self.containers_live = Gauge(
             "execbox_containers_live", "Active containers, all workspaces.", registry=registry
         )
+        self.kernels_live = Gauge("execbox_kernels_live", "Live Python kernels running.", registry=registry)
         self.model_requests = Counter(
             "execbox_model_requests", "Calls to model backends.", ["backend", "model", "outcome"], registry=registry
         )
@@ -81,9 +84,10 @@ class Metrics:
             "execbox_messages", "Messages API responses by stop reason.", ["model", "stop_reason"], registry=registry
         )
 
-    def count_live_containers(self, count: Callable[[], int]) -> None:
-        """Read ``execbox_containers_live`` from ``count`` at each scrape."""
-        self.containers_live.set_function(count)
+    def count_live(self, containers: Callable[[], int], kernels: Callable[[], int]) -> None:
+        """Read ``execbox_containers_live`` and ``execbox_kernels_live`` from these at each scrape."""
+        self.containers_live.set_function(containers)
+        self.kernels_live.set_function(kernels)
 
     def exposition(self) -> bytes:
         """The text format; may call the scrape-time functions (database reads): run it off the event loop."""

@@ -96,7 +96,7 @@ class Services:
             max_containers=settings.max_containers,
             metrics=metrics,
         )
-        metrics.count_live_containers(containers.store.count_all_active)
+        metrics.count_live(containers.store.count_all_active, lambda: len(containers.live_kernels() or ()))
         backends = Backends.from_settings(settings)
         conversation = Conversation(
             backends=backends, containers=containers, files=files, settings=settings, threads=ThreadStore(database),

@@ -31,6 +31,7 @@ def test_pages_newest_first_and_stays_in_the_workspace(keyed) -> None:
         assert item["type"] == "container" and item["expires_at"] > item["created_at"]
         assert item["last_used_at"] >= item["created_at"]
         assert item["disk_used_bytes"] is None or item["disk_used_bytes"] > 0
+        assert item["kernel_live"] is False  # no session cell ran in it
 
         second = alpha.get("/v1/containers", params={"limit": 2, "after_id": first["last_id"]}).json()
         third = alpha.get("/v1/containers", params={"limit": 2, "after_id": second["last_id"]}).json()

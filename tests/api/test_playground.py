@@ -197,14 +197,23 @@ def test_container_cells_and_files(site, browser: WebDriver) -> None:
 
     run_cell(0, "x = 41\nopen('note.txt', 'w').write('kept between cells')\nprint('first cell', flush=True)")
     second = run_cell(1, "print(open('note.txt').read())\nprint(x + 1)")
-    stdout = second.find_element(By.CSS_SELECTOR, "[data-testid=cell-stdout]").text
-    assert stdout.startswith("kept between cells")
-    note = browser.find_element(By.ID, "kernel-note").text
-    if "fresh process" in note:
-        # This server keeps no live kernel: files persist, variables do not (and the page says so).
-        assert "NameError" in second.find_element(By.CSS_SELECTOR, "[data-testid=cell-stderr]").text
-    else:
-        assert stdout.splitlines()[-1] == "42"
+    # The cells share the container's live kernel: the variable, as well as the file.
+    assert second.find_element(By.CSS_SELECTOR, "[data-testid=cell-stdout]").text == "kept between cells\n42"
+    assert "variables persist" in browser.find_element(By.ID, "kernel-note").text
+    find(browser, "#refresh-containers").click()
+    row = wait(browser, lambda d: [r for r in all_of(d, "[data-testid=container-row]") if r.get_attribute("data-id") == container])
+    assert row[0].find_elements(By.TAG_NAME, "td")[4].text == "live"
+
+    # Output shows while the cell runs.
+    cell = wait(browser, lambda d: all_of(d, "[data-testid=nb-cell]")[2])
+    source = cell.find_element(By.CSS_SELECTOR, "[data-testid=cell-source]")
+    browser.execute_script("arguments[0].value = arguments[1]", source,
+                           "import time\nprint('started', flush=True)\ntime.sleep(3)\nprint('finished')")
+    cell.find_element(By.CSS_SELECTOR, "[data-testid=run-cell]").click()
+    wait(browser, lambda d: "started" in cell.text)
+    assert "finished" not in cell.text and not cell.find_elements(By.CSS_SELECTOR, "[data-testid=cell-return-code]")
+    wait(browser, lambda d: cell.find_elements(By.CSS_SELECTOR, "[data-testid=cell-return-code]"))
+    assert cell.find_element(By.CSS_SELECTOR, "[data-testid=cell-stdout]").text == "started\nfinished"
 
     files = wait(browser, lambda d: [r for r in all_of(d, "[data-testid=container-file]") if "note.txt" in r.text])
     files[0].find_element(By.TAG_NAME, "button").click()

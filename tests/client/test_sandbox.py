@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -52,31 +53,71 @@ def test_lifetime_run_and_files(server, tmp_path: Path) -> None:
     assert gone.value.status_code == 404 and gone.value.type == "not_found_error"
 
 
-def test_output_callbacks_get_the_output(server) -> None:
-    """With a server that streams, pieces arrive as produced; one that does not answers
-    ``stream`` with a 400, and the client asks again and hands over the whole output."""
-    out: list[str] = []
+def test_output_arrives_while_the_code_runs(server) -> None:
+    seen: list[tuple[float, str]] = []
     err: list[str] = []
     with Sandbox.create(server.url) as sandbox:
+        started = time.monotonic()
         result = sandbox.run(
-            "import sys\nfor i in range(3):\n    print(i, flush=True)\nprint('oops', file=sys.stderr)",
-            on_stdout=out.append, on_stderr=err.append,
+            "import sys, time\nprint('early', flush=True)\ntime.sleep(1.5)\nprint('late')\n"
+            "print('oops', file=sys.stderr)",
+            on_stdout=lambda text: seen.append((time.monotonic() - started, text)), on_stderr=err.append,
         )
-        assert "".join(out) == result.stdout == "0\n1\n2\n"
+        finished = time.monotonic() - started
+        assert "".join(text for _, text in seen) == result.stdout == "early\nlate\n"
         assert "".join(err) == result.stderr == "oops\n"
-        out.clear()
-        assert sandbox.run_bash("echo again", on_stdout=out.append).stdout == "again\n"
-        assert "".join(out) == "again\n"
+        assert seen[0][1].startswith("early") and seen[0][0] < finished - 1.0  # before the code ended
+        out: list[str] = []
+        assert sandbox.run_bash("echo again", on_stdout=out.append).stdout == "again\n" and out == ["again\n"]
 
 
-def test_session_keeps_variables_or_is_refused(server) -> None:
+def test_session_keeps_variables(server) -> None:
     with Sandbox.create(server.url) as sandbox:
-        try:
-            sandbox.run("counter = 41", session=True)
-        except UnsupportedFeature as refused:
-            assert refused.status_code == 400 and "session" in refused.message
-            return
+        sandbox.run("counter = 41", session=True)
         assert sandbox.run("counter += 1\nprint(counter)", session=True).stdout == "42\n"
+        fresh = sandbox.run("print(counter)")  # without session: a fresh interpreter
+        assert fresh.return_code != 0 and "NameError" in fresh.stderr
+        assert next(c for c in Sandbox.list(server.url) if c.id == sandbox.id).kernel_live is True
+
+
+def older_server(answer_exec):
+    """A stand-in for a server from before streamed executions and sessions: it refuses the
+    unknown body fields the way execbox's validation does, and answers whole results."""
+    created = {"id": "container_x", "type": "container",
+               "created_at": "2026-01-01T00:00:00Z", "expires_at": "2026-01-01T01:00:00Z"}
+    bodies: list[dict] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/containers":
+            return httpx.Response(200, json=created)
+        body = json.loads(request.content)
+        bodies.append(body)
+        unknown = [name for name in body if name not in ("code", "command", "timeout")]
+        if unknown:
+            message = "; ".join(f"{name}: Extra inputs are not permitted" for name in unknown)
+            return httpx.Response(400, json={"type": "error", "error": {
+                "type": "invalid_request_error", "message": message}, "request_id": "req_1"})
+        return httpx.Response(200, json=answer_exec(body))
+
+    http = httpx.Client(base_url="http://execbox.test", transport=httpx.MockTransport(answer))
+    return Sandbox.create(http=http), bodies
+
+
+RESULT = {"stdout": "a\nb\n", "stderr": "e\n", "return_code": 0, "error_code": None, "duration_ms": 5, "files": [],
+          "stdout_truncated": False, "stderr_truncated": False, "oom_killed": False, "runtime": "bwrap"}
+
+
+def test_older_server_without_streaming_or_sessions() -> None:
+    sandbox, bodies = older_server(lambda body: RESULT)
+    out: list[str] = []
+    err: list[str] = []
+    assert sandbox.run("x", on_stdout=out.append, on_stderr=err.append).stdout == "a\nb\n"
+    assert out == ["a\nb\n"] and err == ["e\n"]  # all at once, at the end
+    assert bodies == [{"code": "x", "stream": True}, {"code": "x"}]
+    sandbox.run("x", on_stdout=out.append)
+    assert bodies[-1] == {"code": "x"}  # remembered: no second refusal
+    with pytest.raises(UnsupportedFeature, match="session"):
+        sandbox.run("x", session=True)
 
 
 def test_errors_carry_the_envelope(server) -> None:
@@ -120,32 +161,24 @@ async def test_async_sandbox(server, tmp_path: Path) -> None:
 
 
 def test_reads_a_streamed_execution() -> None:
-    """The streamed answer's shape (newline-delimited JSON: output pieces, then the result),
-    served by a stand-in transport: the server's streaming endpoint is tested with the server."""
-    result = {
-        "stdout": "a\nb\n", "stderr": "e\n", "return_code": 0, "error_code": None, "duration_ms": 5,
-        "files": [], "stdout_truncated": False, "stderr_truncated": False, "oom_killed": False,
-    }
+    """The streamed answer's shape read piece by piece; a stream cut before its result is an
+    error, not a silent empty result."""
     lines = [
         {"type": "stdout", "text": "a\n"}, {"type": "stderr", "text": "e\n"}, {"type": "stdout", "text": "b\n"},
-        {"type": "result", **result},
+        {"type": "result", **RESULT},
     ]
-    seen: list[dict] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
-        if request.method == "POST" and request.url.path == "/v1/containers":
+        if request.url.path == "/v1/containers":
             return httpx.Response(200, json={"id": "container_x", "type": "container",
                                              "created_at": "2026-01-01T00:00:00Z", "expires_at": "2026-01-01T01:00:00Z"})
-        seen.append(json.loads(request.content))
         body = "".join(json.dumps(line) + "\n" for line in lines)
         return httpx.Response(200, text=body, headers={"content-type": "application/x-ndjson"})
 
-    http = httpx.Client(base_url="http://execbox.test", transport=httpx.MockTransport(answer))
+    sandbox = Sandbox.create(http=httpx.Client(base_url="http://execbox.test", transport=httpx.MockTransport(answer)))
     events: list[tuple[str, str]] = []
-    sandbox = Sandbox.create(http=http)
     out = sandbox.run("x", on_stdout=lambda t: events.append(("out", t)), on_stderr=lambda t: events.append(("err", t)))
-    assert events == [("out", "a\n"), ("err", "e\n"), ("out", "b\n")]
-    assert out.stdout == "a\nb\n" and seen == [{"code": "x", "stream": True}]
-    lines.pop()  # a stream cut before its result is an error, not a silent empty result
+    assert events == [("out", "a\n"), ("err", "e\n"), ("out", "b\n")] and out.stdout == "a\nb\n"
+    lines.pop()
     with pytest.raises(APIError, match="without a result"):
         sandbox.run("x", on_stdout=lambda t: None)

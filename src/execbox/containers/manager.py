@@ -72,11 +72,13 @@ class GeneratedFile:
 
 @dataclass(frozen=True)
 class ContainerPage:
-    """A page of containers with each one's disk use in bytes (None where unknown)."""
+    """A page of containers with each one's disk use in bytes and whether its live kernel
+    runs (None where unknown)."""
 
     containers: list[Container]
     has_more: bool
     disk_used_bytes: list[int | None]
+    kernel_live: list[bool | None]
 
 
 @dataclass
@@ -189,14 +191,21 @@ class ContainerManager:
             raise InvalidRequest(f"{name}: unknown container `{after_id or before_id}`.")
         rows, has_more = found
         used = await asyncio.to_thread(lambda: [_disk_used(self._box(row)) for row in rows])
-        return ContainerPage([_container(row) for row in rows], has_more, used)
+        kernels = self.live_kernels()
+        live = [None if kernels is None else row.id in kernels for row in rows]
+        return ContainerPage([_container(row) for row in rows], has_more, used, live)
+
+    def live_kernels(self) -> set[str] | None:
+        """Ids of the containers whose live Python kernel is running (None: the engine has none)."""
+        kernels = getattr(self.engine, "kernels", None)
+        return None if kernels is None else set(kernels)
 
     async def execute(self, workspace: str, container_id: str, request: ExecRequest) -> Execution:
         """Run code; refreshes the idle TTL. Serialised per container."""
         async with self._using(workspace, container_id, touch=False) as (row, box):
             with self._measured(request.kind) as measure:
                 result = await self._stoppable(row.id, self.engine.execute(box, request))
-                measure.done(_outcome(result), result.duration_s, getattr(result, "path", None))
+                measure.done(_outcome(result), result.duration_s, result.path)
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
             # (held locked until now, the reaper skipped it; a cell waiting for tools counts when done)
             await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
@@ -217,14 +226,14 @@ class ContainerManager:
         async with self._using(workspace, container_id) as (row, box):
             with self._measured("editor") as measure:
                 result = await self._stoppable(row.id, self.engine.edit(box, request))
-                measure.done("error" if result.error_code else "ok")
+                measure.done("error" if result.error_code else "ok", path="bwrap")  # the editor runs in bwrap
             return result
 
     @contextlib.contextmanager
     def _measured(self, tool: str) -> Iterator[_Measure]:
         """Count one execution of ``tool`` and time it; the body reports how it went with
         ``done`` (not reported: it failed)."""
-        measure = _Measure(path=getattr(self.engine, "path_name", "sandbox"))
+        measure = _Measure(path="unknown")
         metrics = self.metrics
         metrics.executions_in_progress.inc()
         started = time.perf_counter()
@@ -420,8 +429,8 @@ class ContainerManager:
 
 @dataclass
 class _Measure:
-    """How an execution went, for the metrics: ``path`` is the execution path (``sandbox``:
-    a fresh sandbox; an engine or a result may name its own)."""
+    """How an execution went, for the metrics: ``path`` is the execution path the result
+    names (``fork`` or ``bwrap``; ``unknown`` when there is no result)."""
 
     path: str
     outcome: str = "failed"

@@ -16,10 +16,12 @@ class ContainerObject(BaseModel):
 
 
 class ContainerListItem(ContainerObject):
-    """A container in ``GET /v1/containers``, with what its disk holds (None where unknown)."""
+    """A container in ``GET /v1/containers``, with what its disk holds and whether its live
+    Python kernel is running (None where unknown)."""
 
     last_used_at: datetime
     disk_used_bytes: int | None = None
+    kernel_live: bool | None = None  # None: this server runs no kernels
 
 
 class ContainerList(BaseModel):

@@ -416,7 +416,7 @@ async function loadContainers(more) {
   try {
     const page = await getJson(`/v1/containers?${query}`);
     for (const c of page.data) {
-      const kernel = c.kernel === undefined ? "–" : (c.kernel ? "live" : "none");
+      const kernel = c.kernel_live == null ? "–" : (c.kernel_live ? "live" : "none");
       const row = el("tr", {"data-id": c.id, "data-testid": "container-row"},
         el("td", {text: c.id.replace(/^container_/, ""), title: `open ${c.id}`, onclick: () => openContainer(c.id)}),
         el("td", {text: formatTime(c.created_at)}), el("td", {text: formatTime(c.expires_at)}),
@@ -535,7 +535,7 @@ async function runCell(source, language, output, state, run) {
   try {
     const result = await execInContainer(language === "python" ? {code: source} : {command: source}, piece);
     output.append(el("div", {class: `rc ${result.return_code === 0 ? "ok" : "bad"}`, "data-testid": "cell-return-code",
-      text: `return code ${result.return_code}${result.error_code ? " · " + result.error_code : ""} · ${result.duration_ms} ms`}));
+      text: `return code ${result.return_code}${result.error_code ? " · " + result.error_code : ""} · ${result.duration_ms} ms${result.runtime ? " · " + result.runtime : ""}`}));
     const files = (result.files || []).filter((f) => f.file_id);
     if (files.length) {
       const holder = el("div", {class: "files"}); output.append(holder);

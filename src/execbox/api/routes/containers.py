@@ -86,9 +86,9 @@ async def list_containers(
     data = [
         ContainerListItem(
             id=c.id, created_at=c.created_at, expires_at=c.expires_at, last_used_at=c.last_used_at,
-            disk_used_bytes=used,
+            disk_used_bytes=used, kernel_live=live,
         )
-        for c, used in zip(page.containers, page.disk_used_bytes, strict=True)
+        for c, used, live in zip(page.containers, page.disk_used_bytes, page.kernel_live, strict=True)
     ]
     return ContainerList(
         data=data,
