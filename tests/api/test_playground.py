@@ -232,3 +232,16 @@ def test_output_is_shown_as_text_never_as_html(site, browser: WebDriver) -> None
     wait(browser, lambda d: status(d) == "stop_reason: end_turn")
     assert not stdout.find_elements(By.TAG_NAME, "b") and not all_of(browser, ".msg img")
     assert browser.execute_script("return [window.pwnedByPrompt, window.pwnedByOutput]") == [None, None]
+
+
+def test_repl_tool_keeps_variables_across_turns(site, browser: WebDriver) -> None:
+    open_page(browser, site)
+    find(browser, "#new-chat").click()
+    find(browser, "#tool-version option[value=code_execution_20260521]").click()
+    send(browser, "```python\nanswer = 6 * 7\nprint('set')\n```")
+    wait(browser, lambda d: status(d) == "stop_reason: end_turn")
+    send(browser, "```python\nprint(answer)\n```")
+    wait(browser, lambda d: len(all_of(d, "[data-testid=stdout]")) == 2)
+    assert [e.text.strip() for e in all_of(browser, "[data-testid=stdout]")] == ["set", "42"]
+    assert all_of(browser, "[data-testid=code-cell] .cell-head span")[0].text == "code_execution"
+    find(browser, "#tool-version option[value=code_execution_20250825]").click()
