@@ -174,8 +174,14 @@ def _whole(result: ExecOutput, on_stdout: OutputCallback | None, on_stderr: Outp
     return result
 
 
+API_VERSION = "2023-06-01"  # the Files API (``output``) requires an ``anthropic-version``
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
-    return {"x-api-key": api_key} if api_key else {}
+    headers = {"anthropic-version": API_VERSION}
+    if api_key:
+        headers["x-api-key"] = api_key
+    return headers
 
 
 def _content(data: Data) -> bytes | Iterator[bytes]:
