@@ -14,7 +14,8 @@ Names and labels:
   ``editor``; ``path`` the execution path (``fork``: the fork server, ``bwrap``: a fresh
   sandbox and interpreter);
   ``outcome`` one of ``ok``, ``error`` (non-zero return code or a refused edit), ``timeout``,
-  ``oom``, ``failed`` (the sandbox could not run it; path ``unknown``).
+  ``oom``, ``failed`` (the sandbox could not run it; path ``unknown``), ``paused`` (a cell
+  that stopped to wait for client tool results; its continuation counts again).
 - ``execbox_executions_in_progress`` and ``execbox_executions_waiting`` (queued behind
   another execution in the same container).
 - ``execbox_containers_live``: active containers, all workspaces, and ``execbox_kernels_live``:

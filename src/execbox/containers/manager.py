@@ -214,10 +214,12 @@ class ContainerManager:
     async def resume(self, workspace: str, container_id: str, results: dict[int, str]) -> Execution:
         """Continue a session cell that awaits client tools (``ExecResult.tool_calls``)."""
         async with self._using(workspace, container_id, touch=False) as (row, box):
-            try:
-                result = await self._stoppable(row.id, self.engine.resume(box, results))
-            except SessionLost as exc:
-                raise SandboxUnavailable(exc.message) from None
+            with self._measured("python") as measure:
+                try:
+                    result = await self._stoppable(row.id, self.engine.resume(box, results))
+                except SessionLost as exc:
+                    raise SandboxUnavailable(exc.message) from None
+                measure.done(_outcome(result), result.duration_s, result.path)
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
             await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
         return Execution(result, files)
@@ -442,6 +444,8 @@ class _Measure:
 
 
 def _outcome(result: ExecResult) -> str:
+    if result.tool_calls:
+        return "paused"  # a cell waiting for client tool results; its continuation counts again
     if result.timed_out:
         return "timeout"
     if result.oom_killed:
