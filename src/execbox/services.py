@@ -14,6 +14,8 @@ import sqlalchemy as sa
 
 from execbox import db
 from execbox.backends.registry import Backends
+from execbox.batches.runner import BatchRunner
+from execbox.batches.store import BatchStore
 from execbox.containers.manager import ContainerManager
 from execbox.conversation.loop import Conversation
 from execbox.conversation.thread_store import ThreadStore
@@ -50,6 +52,8 @@ class Services:
     containers: ContainerManager
     backends: Backends
     conversation: Conversation
+    batches: BatchStore
+    batch_runner: BatchRunner
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -96,15 +100,19 @@ class Services:
         conversation = Conversation(
             backends=backends, containers=containers, files=files, settings=settings, threads=ThreadStore(database)
         )
-        return cls(settings, database, files, containers, backends, conversation)
+        batches = BatchStore(database)
+        batch_runner = BatchRunner(batches, conversation, node=settings.node, workers=settings.batch_workers)
+        return cls(settings, database, files, containers, backends, conversation, batches, batch_runner)
 
     async def start(self) -> None:
         await self.containers.start()
         self._sweeper = asyncio.create_task(
             self.conversation.threads.sweep_forever(THREAD_SWEEP_INTERVAL_S), name="execbox-thread-sweeper"
         )
+        await self.batch_runner.start()
 
     async def stop(self) -> None:
+        await self.batch_runner.stop(grace_s=self.settings.shutdown_grace)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -7,7 +7,9 @@ configuration table is generated from the field descriptions below.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -84,6 +86,15 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated `workspace:key` pairs. Empty: any key is accepted as workspace "
         "`default` and the server only binds to loopback.",
+    )
+    node_id: str | None = Field(
+        None,
+        description="This server's name among servers sharing one database: each frees, reaps and reopens only "
+        "its own containers and batch requests. Default: the host name and a hash of DATA_DIR.",
+    )
+    shutdown_grace: float = Field(
+        30.0, ge=0, description="Seconds a stopping server lets running requests finish before cancelling them "
+        "(a second SIGINT/SIGTERM cancels at once)."
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     insecure: bool = Field(
@@ -175,6 +186,14 @@ class Settings(BaseSettings):
     thread_ttl: float = Field(
         300.0, description="Seconds a thread's latest response can be continued; each stored response restarts it."
     )
+    batch_workers: int = Field(
+        4, ge=0, description="Batch requests run at the same time in the background (0: batches are accepted "
+        "but not run)."
+    )
+    batch_expiry: float = Field(
+        86400.0, gt=0, description="Seconds a message batch may take (24 h, as Anthropic's); requests not started "
+        "by then end `expired`."
+    )
 
     # --- model backends ---------------------------------------------------------------------
     anthropic_api_key: str | None = Field(
@@ -201,6 +220,13 @@ class Settings(BaseSettings):
         description="Comma-separated model ids the offline `direct` model answers for besides `execbox-direct` "
         "when no Anthropic key is configured; default: the Claude ids of the documentation's examples.",
     )
+
+    @property
+    def node(self) -> str:
+        if self.node_id:
+            return self.node_id
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:8]
+        return f"{socket.gethostname()}-{digest}"
 
     @property
     def database(self) -> str:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from execbox import __version__
 from execbox.api.errors import install_error_handlers
 from execbox.api.middleware import RequestIdMiddleware
-from execbox.api.routes import containers, files, health, messages, models
+from execbox.api.routes import batches, containers, files, health, messages, models
 from execbox.services import Services
 from execbox.settings import Settings
 
@@ -32,6 +32,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.workspace_keys = settings.workspace_keys()
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    for module in (health, containers, files, messages, models):
+    for module in (health, containers, files, batches, messages, models):
         app.include_router(module.router)
     return app
