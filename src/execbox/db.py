@@ -63,5 +63,14 @@ def connect(url: str) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
-    """Create every table registered on ``metadata`` (import the stores first)."""
+    """Create every table registered on ``metadata`` (import the stores first), and add
+    nullable columns that newer versions declared to tables an older version created."""
     metadata.create_all(engine)
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))

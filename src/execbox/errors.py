@@ -57,6 +57,12 @@ class InternalError(ExecboxError):
     status, type = 500, "api_error"
 
 
+class BadGateway(ExecboxError):
+    """An upstream model failed (connection refused, a 5xx, a malformed answer)."""
+
+    status, type = 502, "api_error"
+
+
 class UpstreamTimeout(ExecboxError):
     status, type = 504, "timeout_error"
 

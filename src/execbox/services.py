@@ -19,6 +19,7 @@ from execbox.batches.store import BatchStore
 from execbox.containers.manager import ContainerManager
 from execbox.conversation.loop import Conversation
 from execbox.conversation.thread_store import ThreadStore
+from execbox.datadir import restrict_database
 from execbox.files.store import FileStore
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.forkengine import ForkEngine
@@ -61,6 +62,8 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         database = db.connect(settings.database)
         db.create_tables(database)
+        if settings.database_url is None:
+            restrict_database(settings.data_dir / "execbox.db")
         files = FileStore(database, settings.data_dir / "files", max_size=settings.max_upload_size)
         engine: BwrapEngine
         if settings.fork_server:
@@ -95,6 +98,7 @@ class Services:
             expiry=settings.container_expiry,
             reaper_interval_s=settings.reaper_interval,
             max_containers=settings.max_containers,
+            node=settings.node,
         )
         backends = Backends.from_settings(settings)
         conversation = Conversation(
@@ -111,8 +115,8 @@ class Services:
         )
         await self.batch_runner.start()
 
-    async def stop(self) -> None:
-        await self.batch_runner.stop(grace_s=self.settings.shutdown_grace)
+    async def stop(self, grace_s: float = 0.0) -> None:
+        await self.batch_runner.stop(grace_s=grace_s)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _UNITS = {
@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     # --- server ---------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
-    port: int = Field(8000, description="Port the HTTP server listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server listens on.")
     data_dir: Path = Field(
         Path("/var/lib/execbox"),
         description="Where containers' disks, uploaded and generated files, and the SQLite database live.",
@@ -232,17 +232,77 @@ class Settings(BaseSettings):
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'execbox.db'}"
 
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, pairs: list[str]) -> list[str]:
+        for n, pair in enumerate(pairs, 1):
+            workspace, sep, key = pair.partition(":")
+            if not sep or not workspace or not key:  # the message names the entry, never its secret
+                raise ValueError(f"entry {n} of {len(pairs)} is not `workspace:key`")
+        return pairs
+
     def workspace_keys(self) -> dict[str, str]:
         """Map each configured API key to its workspace."""
         keys: dict[str, str] = {}
-        for pair in self.api_keys:
+        for n, pair in enumerate(self.api_keys, 1):
             workspace, sep, key = pair.partition(":")
             if not sep or not workspace or not key:
-                raise ValueError(f"EXECBOX_API_KEYS entry {pair!r} is not `workspace:key`")
+                raise ValueError(f"EXECBOX_API_KEYS entry {n} is not `workspace:key`")
             keys[key] = workspace
         return keys
 
 
+# Settings whose values are secrets: a configuration error never shows what was given.
+SECRET_SETTINGS = frozenset({"api_keys", "anthropic_api_key", "openai_api_key", "database_url"})
+
+
+class ConfigError(Exception):
+    """A setting has a value of the wrong form; the message is one line, safe to print."""
+
+
+def expected_form(name: str) -> str:
+    """How a setting's value must look, for error messages and ``--help``."""
+    field = Settings.model_fields[name]
+    annotation = field.annotation
+    if any(getattr(m, "func", None) is parse_size for m in field.metadata):
+        return "a size such as 1GiB, 512MB or 1048576"
+    if name == "api_keys":
+        return "comma-separated workspace:key pairs, e.g. team-a:key1,team-b:key2"
+    if getattr(annotation, "__origin__", None) is Literal:
+        return "one of " + ", ".join(str(a) for a in annotation.__args__)  # type: ignore[union-attr]
+    forms = {int: "an integer", float: "a number", bool: "true or false", Path: "a path", str: "text"}
+    for kind, form in forms.items():
+        if annotation is kind or kind in getattr(annotation, "__args__", ()):
+            return form
+    return "a value"
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per bad setting: its variable and flag, the expected form, never the value."""
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        name = str(item["loc"][0]) if item.get("loc") else ""
+        if name.upper() in ("EXECBOX_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"):
+            name = "anthropic_api_key"
+        if name not in Settings.model_fields:
+            lines.append(f"invalid setting: {item.get('msg', 'invalid value')}")
+            continue
+        reason = item.get("msg", "")
+        detail = ""
+        if item.get("type") == "value_error" and "size" not in expected_form(name):  # ours: no values in them
+            detail = f" ({reason.removeprefix('Value error, ')})"
+        elif item.get("type") in ("greater_than_equal", "greater_than", "less_than_equal", "literal_error"):
+            detail = f" ({reason.lower()})" if name not in SECRET_SETTINGS else ""
+        lines.append(
+            f"invalid setting EXECBOX_{name.upper()} (--{name.replace('_', '-')}): expected {expected_form(name)}{detail}"
+        )
+    return "\n".join(lines)
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit (CLI) overrides on top; None means 'not given'."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from the environment, with explicit (CLI) overrides on top; None means 'not given'.
+    Raises ConfigError (one line per bad setting, no secrets) for a malformed value."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None

@@ -88,6 +88,14 @@ class BatchRunner:
         """New requests are waiting: let idle workers look now rather than at the next poll."""
         self._wake.set()
 
+    def stop_claiming(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def cancel_running(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+
     async def stop(self, grace_s: float = 0.0) -> None:
         """Stop claiming; let running requests finish for up to ``grace_s``, then cancel them.
         A cancelled request that had not called the model yet goes back to ``pending``."""

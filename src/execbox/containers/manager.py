@@ -86,9 +86,10 @@ class ContainerManager:
         expiry: Literal["idle", "created"],
         reaper_interval_s: float,
         max_containers: int = 1000,
+        node: str | None = None,
     ) -> None:
         self.engine = engine
-        self.store = ContainerStore(database)
+        self.store = ContainerStore(database, node)  # sees only this node's containers
         self.files = files
         self.boxes_dir = boxes_dir
         self.ttl = timedelta(seconds=ttl_s)
@@ -106,6 +107,7 @@ class ContainerManager:
         """Start the engine, reopen surviving containers' disks and start the reaper."""
         self.boxes_dir.mkdir(parents=True, exist_ok=True)
         await self.engine.start()
+        await asyncio.to_thread(self.store.adopt_orphans)
         for row in await asyncio.to_thread(self.store.active):
             if row.expires_at <= utcnow():
                 await self._free(row)

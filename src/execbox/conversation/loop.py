@@ -187,6 +187,7 @@ class Conversation:
         if isinstance(params.container, ContainerParam) and params.container.skills:
             raise InvalidRequest("container.skills: skills are not supported by this server.")
         records = [await asyncio.to_thread(self.files.get, workspace, file_id) for file_id in uploads]
+        created = not params.container_id
         if params.container_id:
             try:
                 container = await self.containers.get(workspace, params.container_id)
@@ -196,10 +197,17 @@ class Conversation:
                 raise
         else:
             container = await self.containers.create(workspace)
-        paths = await asyncio.to_thread(self._earlier_upload_paths, workspace, history)
-        for record in records:
-            paths[record.id] = f"{WORKSPACE}/{await self.containers.upload(workspace, container.id, record)}"
-        return Turn(self, params, workspace, backend, with_upload_notes(history, paths), container, raw_history=history)
+        try:
+            paths = await asyncio.to_thread(self._earlier_upload_paths, workspace, history)
+            for record in records:
+                paths[record.id] = f"{WORKSPACE}/{await self.containers.upload(workspace, container.id, record)}"
+        except BaseException:
+            if created:
+                await _release(self.containers, workspace, container.id)
+            raise
+        turn = Turn(self, params, workspace, backend, with_upload_notes(history, paths), container, raw_history=history)
+        turn.created_container = created
+        return turn
 
     def _earlier_upload_paths(self, workspace: str, history: list[dict[str, Any]]) -> dict[str, str]:
         """Where the files of earlier turns' uploads went (those still in the Files API)."""
@@ -245,6 +253,7 @@ class Turn:
             model=params.model,
             container=ContainerInfo(id=container.id, expires_at=container.expires_at) if container else None,
         )
+        self.created_container = False  # this request created ``container``
         self.model_calls = 0
         self.executions = 0
         self.prompt_tokens = 0  # the first model call's input tokens, when known early
@@ -283,6 +292,12 @@ class Turn:
                 usage=message.usage,
             )
             yield MessageStopEvent()
+        except BaseException:
+            # A turn that failed (an upstream model down, a cancelled request) before any code
+            # ran leaves nothing in the container it created: free it now, not at its TTL.
+            if self.created_container and self.executions == 0 and self.container is not None:
+                await asyncio.shield(_release(self._containers, self.workspace, self.container.id))
+            raise
         finally:
             if self.thread is not None:
                 await self.thread.finish()
@@ -477,6 +492,14 @@ class Turn:
         except ExecboxError:
             return
         self.message.container = ContainerInfo(id=container.id, expires_at=container.expires_at)
+
+
+async def _release(containers: ContainerManager, workspace: str, container_id: str) -> None:
+    try:
+        await containers.destroy(workspace, container_id)
+        log.info("released container %s: its request failed before any code ran", container_id)
+    except Exception:
+        log.exception("could not release container %s", container_id)
 
 
 def _check_open_calls(history: list[dict[str, Any]], tools: list[ToolSpec]) -> None:
