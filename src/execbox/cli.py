@@ -227,6 +227,65 @@ def setup_runtime(runtime_dir: str | None, force: bool) -> None:
     click.echo(f"runtime ready: {path}")
 
 
+@main.command("usage")
+@click.option("--workspace", default=None, help="Only this workspace. [text; default: all]")
+@click.option("--since", default=None, help="Events from this time on (RFC 3339 or YYYY-MM-DD). [default: all]")
+@click.option("--until", default=None, help="Events before this time (RFC 3339 or YYYY-MM-DD). [default: now]")
+@click.option("--group-by", type=click.Choice(["workspace", "day", "model"]), default="workspace",
+              help="One row per workspace, per workspace and day, or per workspace and model. [default: workspace]")
+@click.option("--data-dir", default=None, help="The server's data directory (for its SQLite database).")
+@click.option("--database-url", default=None, help="The server's database, if not SQLite in the data directory.")
+@click.option("--price-container-hour", default=None, help="US dollars per container-hour. [default: 0.05]")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def usage(workspace: str | None, since: str | None, until: str | None, group_by: str, data_dir: str | None,
+          database_url: str | None, price_container_hour: str | None, as_json: bool) -> None:
+    """Print what each workspace used (executions, container-hours, tokens, batch requests) and its cost."""
+    import json
+    from dataclasses import asdict
+    from datetime import datetime, timezone
+
+    from execbox import db
+    from execbox.usage.store import UsageStore
+
+    settings = _settings(data_dir=data_dir, database_url=database_url, price_container_hour=price_container_hour)
+
+    def when(value: str | None, flag: str) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            _fail(f"invalid {flag}: expected a date (2026-11-30) or an RFC 3339 time (2026-11-30T12:00:00Z)")
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+    if settings.database_url is None and not (settings.data_dir / "execbox.db").exists():
+        _fail(f"no database at {settings.data_dir / 'execbox.db'}; pass the server's --data-dir or --database-url")
+    engine = db.connect(settings.database)
+    db.create_tables(engine)
+    rows = UsageStore(engine).report(
+        workspace=workspace, starting_at=when(since, "--since"), ending_at=when(until, "--until"),
+        group_by=group_by, price_container_hour=settings.price_container_hour,  # type: ignore[arg-type]
+    )
+    engine.dispose()
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in asdict(r).items() if not k.startswith("_")} for r in rows], indent=2))
+        return
+    group = {"day": "day", "model": "model"}.get(group_by)
+    header = ["workspace", *([group] if group else []), "executions", "exec s", "containers", "container-h",
+              "input tok", "output tok", "batch req", "cost $"]
+    table = [header]
+    for r in rows:
+        table.append([r.workspace, *([str(getattr(r, group) or "-")] if group else []), str(r.executions),
+                      f"{r.execution_seconds:.1f}", str(r.containers), f"{r.container_hours:.3f}",
+                      str(r.input_tokens), str(r.output_tokens), str(r.batch_requests), f"{r.cost_usd:.4f}"])
+    total_cost = sum(r.cost_usd for r in rows)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        cells = enumerate(zip(row, widths, strict=True))
+        click.echo("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in cells))
+    click.echo(f"total cost: ${total_cost:.4f} at ${settings.price_container_hour} per container-hour")
+
+
 @main.command("settings")
 @click.option("--markdown", is_flag=True, help="Print the README's configuration table.")
 def show_settings(markdown: bool) -> None:

@@ -45,10 +45,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def connect(url: str) -> Engine:
-    """Open the database at ``url`` and create any missing tables."""
+def connect(url: str, busy_timeout_s: float = 30.0) -> Engine:
+    """Open the database at ``url``. On SQLite a writer waits up to ``busy_timeout_s`` for
+    another's lock, then fails (``OperationalError``, answered as 529 ``database_busy``)."""
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s})
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]

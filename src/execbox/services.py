@@ -8,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
 from execbox import db
 from execbox.backends.registry import Backends
 from execbox.batches.runner import BatchRunner
-from execbox.batches.store import BatchStore
+from execbox.batches.store import BatchStore, Claimed
+from execbox.containers.limits import ExecutionGate
 from execbox.containers.manager import ContainerManager
 from execbox.conversation.loop import Conversation
 from execbox.conversation.thread_store import ThreadStore
@@ -25,6 +28,7 @@ from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.forkengine import ForkEngine
 from execbox.sandbox.types import Limits
 from execbox.settings import Settings
+from execbox.usage.store import UsageStore
 
 log = logging.getLogger("execbox")
 
@@ -55,12 +59,13 @@ class Services:
     conversation: Conversation
     batches: BatchStore
     batch_runner: BatchRunner
+    usage: UsageStore | None = None
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        database = db.connect(settings.database)
+        database = db.connect(settings.database, busy_timeout_s=settings.database_busy_timeout)
         db.create_tables(database)
         if settings.database_url is None:
             restrict_database(settings.data_dir / "execbox.db")
@@ -100,13 +105,27 @@ class Services:
             max_containers=settings.max_containers,
             node=settings.node,
         )
+        usage = UsageStore(database)
+        containers.usage = usage
+        containers.gate = ExecutionGate(
+            settings.max_concurrent_executions,
+            settings.execution_queue,
+            settings.host_max_executions or 2 * (os.cpu_count() or 1),
+        )
         backends = Backends.from_settings(settings)
         conversation = Conversation(
             backends=backends, containers=containers, files=files, settings=settings, threads=ThreadStore(database)
         )
+        conversation.usage = usage
         batches = BatchStore(database)
-        batch_runner = BatchRunner(batches, conversation, node=settings.node, workers=settings.batch_workers)
-        return cls(settings, database, files, containers, backends, conversation, batches, batch_runner)
+
+        def count_batch_request(claimed: Claimed, result: dict[str, Any]) -> None:
+            usage.record(claimed.workspace, "batch_request")
+
+        batch_runner = BatchRunner(
+            batches, conversation, node=settings.node, workers=settings.batch_workers, on_result=count_batch_request
+        )
+        return cls(settings, database, files, containers, backends, conversation, batches, batch_runner, usage)
 
     async def start(self) -> None:
         await self.containers.start()

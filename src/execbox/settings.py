@@ -82,6 +82,10 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the metadata database; default: SQLite at DATA_DIR/execbox.db. "
         "Example: postgresql+psycopg://user:pw@host/execbox.",
     )
+    database_busy_timeout: float = Field(
+        30.0, gt=0, description="Seconds a SQLite write waits for another writer's lock before the request fails "
+        "with 529 `database_busy`."
+    )
     api_keys: CsvList = Field(
         default_factory=list,
         description="Comma-separated `workspace:key` pairs. Empty: any key is accepted as workspace "
@@ -128,6 +132,17 @@ class Settings(BaseSettings):
     max_containers: int = Field(
         1000, description="Live containers per workspace (each holds a disk of up to DISK_LIMIT); creating one "
         "more answers 429 `too_many_containers` until one is deleted or expires."
+    )
+    max_concurrent_executions: int = Field(
+        8, ge=1, description="Executions one workspace may run at the same time; more wait in its queue."
+    )
+    execution_queue: int = Field(
+        32, ge=0, description="Executions of one workspace that may wait for a free slot; beyond that, 429 "
+        "`rate_limit_error` (`too_many_executions`) with `retry-after`."
+    )
+    host_max_executions: int = Field(
+        0, ge=0, description="Executions running at once on this server, all workspaces together (0: twice the CPU "
+        "cores); the rest wait."
     )
     runtime_dir: Path | None = Field(
         None,
@@ -193,6 +208,10 @@ class Settings(BaseSettings):
     batch_expiry: float = Field(
         86400.0, gt=0, description="Seconds a message batch may take (24 h, as Anthropic's); requests not started "
         "by then end `expired`."
+    )
+
+    price_container_hour: float = Field(
+        0.05, ge=0, description="US dollars per container-hour, for the cost column of `execbox usage` and `/v1/usage`."
     )
 
     # --- model backends ---------------------------------------------------------------------

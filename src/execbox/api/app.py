@@ -12,7 +12,7 @@ from execbox import __version__
 from execbox.api.errors import install_error_handlers
 from execbox.api.lifecycle import ShutdownMiddleware, ShutdownPlan
 from execbox.api.middleware import RequestIdMiddleware
-from execbox.api.routes import batches, containers, files, health, messages, models
+from execbox.api.routes import batches, containers, files, health, messages, models, usage
 from execbox.services import Services
 from execbox.settings import Settings
 
@@ -45,6 +45,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_middleware(ShutdownMiddleware, plan=plan)
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer has a request id
     install_error_handlers(app)
-    for module in (health, containers, files, batches, messages, models):
+    for module in (health, containers, files, batches, messages, models, usage):
         app.include_router(module.router)
     return app

@@ -148,7 +148,7 @@ class BatchRunner:
             self._running.pop(task, None)
         try:
             if await asyncio.to_thread(self.store.finish, claimed, self.node, result) and self.on_result:
-                self.on_result(claimed, result)
+                await asyncio.to_thread(self.on_result, claimed, result)
         except Exception:
             # The claim stays ``running``: the next start-up records it as interrupted.
             log.exception("recording the result of %s request %d failed", claimed.batch_id, claimed.idx)

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 
 import sqlalchemy as sa
 
+from execbox.containers.limits import ExecutionGate
 from execbox.containers.store import EXPIRED, ContainerRow, ContainerStore
 from execbox.db import utcnow
 from execbox.errors import (
@@ -36,6 +37,7 @@ from execbox.files.store import FileRecord, FileStore, safe_filename
 from execbox.ids import new_id
 from execbox.sandbox.errors import SessionLost
 from execbox.sandbox.types import Box, EditRequest, EditResult, Engine, ExecRequest, ExecResult, OutputFile
+from execbox.usage.store import UsageStore, container_seconds
 
 log = logging.getLogger("execbox.containers")
 
@@ -102,6 +104,8 @@ class ContainerManager:
         self._deleting: set[str] = set()
         self._creating = asyncio.Lock()  # makes counting and inserting one step
         self._reaper: asyncio.Task[None] | None = None
+        self.gate: ExecutionGate | None = None  # concurrency quotas (set by the composition root)
+        self.usage: UsageStore | None = None  # metering (set by the composition root)
 
     async def start(self) -> None:
         """Start the engine, reopen surviving containers' disks and start the reaper."""
@@ -159,11 +163,16 @@ class ContainerManager:
 
     async def execute(self, workspace: str, container_id: str, request: ExecRequest) -> Execution:
         """Run code; refreshes the idle TTL. Serialised per container."""
-        async with self._using(workspace, container_id, touch=False) as (row, box):
+        async with self._slot(workspace), self._using(workspace, container_id, touch=False) as (row, box):
             result = await self._stoppable(row.id, self.engine.execute(box, request))
+            if result.return_code == 137 and not (result.timed_out or result.oom_killed):
+                result.stderr += ("" if not result.stderr or result.stderr.endswith("\n") else "\n") + (
+                    "[execbox: the execution was killed by SIGKILL, not by a limit of this sandbox]")
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
             # (held locked until now, the reaper skipped it; a cell waiting for tools counts when done)
             await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
+        if not result.tool_calls:
+            await self._meter(workspace, "execution", seconds=result.duration_s)
         return Execution(result, files)
 
     async def resume(self, workspace: str, container_id: str, results: dict[int, str]) -> Execution:
@@ -175,11 +184,26 @@ class ContainerManager:
                 raise SandboxUnavailable(exc.message) from None
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
             await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
+        if not result.tool_calls:
+            await self._meter(workspace, "execution", seconds=result.duration_s)
         return Execution(result, files)
 
     async def edit(self, workspace: str, container_id: str, request: EditRequest) -> EditResult:
-        async with self._using(workspace, container_id) as (row, box):
-            return await self._stoppable(row.id, self.engine.edit(box, request))
+        async with self._slot(workspace), self._using(workspace, container_id) as (row, box):
+            result = await self._stoppable(row.id, self.engine.edit(box, request))
+        await self._meter(workspace, "execution")
+        return result
+
+    def _slot(self, workspace: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.gate.slot(workspace) if self.gate else contextlib.nullcontext()
+
+    async def _meter(self, workspace: str, kind: Any, **amounts: Any) -> None:
+        if self.usage is None:
+            return
+        try:
+            await asyncio.to_thread(self.usage.record, workspace, kind, **amounts)
+        except Exception:
+            log.exception("could not record %s usage of workspace %s", kind, workspace)
 
     async def put_file(self, workspace: str, container_id: str, path: str, data: bytes | BinaryIO) -> str:
         """Write into the workspace; returns the sanitized path actually written."""
@@ -216,6 +240,7 @@ class ContainerManager:
                 row = await self._find(workspace, container_id, allow_expired=True)
                 if row.status != EXPIRED:
                     await self.engine.destroy_box(self._box(row))
+                    await self._meter(workspace, "container", seconds=container_seconds(row.created_at, utcnow()))
                 await asyncio.to_thread(self.store.delete, container_id)
                 self._locks.pop(container_id, None)
                 self._owners.pop(container_id, None)
@@ -313,6 +338,8 @@ class ContainerManager:
         await asyncio.to_thread(self.store.expire, row.id)
         self._locks.pop(row.id, None)
         self._owners.pop(row.id, None)
+        ended = min(row.expires_at, utcnow())
+        await self._meter(row.workspace, "container", seconds=container_seconds(row.created_at, ended), at=ended)
         return True
 
     def _lock(self, container_id: str) -> asyncio.Lock:

@@ -19,6 +19,7 @@ request does not carry the reason, so the model sees it during the request that 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -54,7 +55,14 @@ from execbox.conversation.results import ERROR_CODES, edit_block, error_block, e
 from execbox.conversation.thread_store import ThreadStore
 from execbox.conversation.threads import Threads, ThreadTurn
 from execbox.conversation.tools import SERVER_TOOLS, InvalidToolInput, sandbox_request, server_tools
-from execbox.errors import ContainerExpired, ExecboxError, FileNotFound, InvalidRequest, LegacyContainerExpired
+from execbox.errors import (
+    ContainerExpired,
+    ExecboxError,
+    FileNotFound,
+    InvalidRequest,
+    LegacyContainerExpired,
+    RateLimited,
+)
 from execbox.files.store import FileStore, safe_filename
 from execbox.ids import new_id
 from execbox.protocol.messages import (
@@ -81,6 +89,7 @@ from execbox.protocol.messages import (
 from execbox.protocol.messages import TextDelta as TextDeltaWire
 from execbox.sandbox.types import WORKSPACE, EditRequest, ExecRequest
 from execbox.settings import Settings
+from execbox.usage.store import UsageStore
 
 log = logging.getLogger("execbox.messages")
 
@@ -154,6 +163,7 @@ class Conversation:
         self.settings = settings
         self.programmatic = ProgrammaticCalls()
         self.threads = Threads(threads, enabled=settings.message_threads, ttl_s=settings.thread_ttl)
+        self.usage: UsageStore | None = None  # metering (set by the composition root)
 
     async def start(self, params: MessageCreateParams, workspace: str) -> Turn:
         """Check the request and prepare its container; raises before any output is produced.
@@ -243,6 +253,7 @@ class Turn:
         self.thread: ThreadTurn | None = None
         self._raw_history = history if raw_history is None else raw_history  # as sent: what a thread keeps
         self._containers = conversation.containers
+        self._usage = conversation.usage
         self.params = params
         self.workspace = workspace
         self.backend = backend
@@ -299,6 +310,7 @@ class Turn:
                 await asyncio.shield(_release(self._containers, self.workspace, self.container.id))
             raise
         finally:
+            self._meter_tokens()
             if self.thread is not None:
                 await self.thread.finish()
             log.info(
@@ -311,6 +323,21 @@ class Turn:
                 message.stop_reason or "error",
                 self.container.id if self.container else None,
             )
+
+    def _meter_tokens(self) -> None:
+        """Record the tokens of every model call made, even if the turn then failed (in a worker
+        thread, without waiting: this runs while the turn's generator closes)."""
+        usage = self.message.usage
+        if self._usage is None or not self.model_calls or not (usage.input_tokens or usage.output_tokens):
+            return
+        record = functools.partial(
+            self._usage.record, self.workspace, "tokens", model=self.params.model,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        )
+        future = asyncio.get_running_loop().run_in_executor(None, record)
+        future.add_done_callback(
+            lambda f: f.cancelled() or f.exception() is None or log.error("could not record tokens: %s", f.exception())
+        )
 
     def _message_start(self) -> MessageStartEvent:
         usage = Usage(input_tokens=self.prompt_tokens)
@@ -467,6 +494,8 @@ class Turn:
                 execution = await self._containers.execute(self.workspace, self.container.id, request)
         except ContainerExpired:
             return error_block(name, tool_use_id, ERROR_CODES[names]["expired"])
+        except RateLimited:
+            raise  # over the workspace's execution quota: the caller gets 429 and retry-after
         except ExecboxError as exc:
             log.warning("%s in %s failed: %s", name, self.container.id, exc.message)
             return error_block(name, tool_use_id, "unavailable")
