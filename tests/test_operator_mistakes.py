@@ -41,6 +41,7 @@ def _one_clear_line(run: subprocess.CompletedProcess[str], *expected: str) -> st
     output = (run.stdout + run.stderr).strip()
     assert run.returncode != 0
     assert "Traceback" not in output, output
+    assert "listening" not in output, "a server that does not serve never says it listens"
     lines = [line for line in output.splitlines() if line.startswith("execbox:")]
     assert len(lines) == 1, output
     for text in expected:

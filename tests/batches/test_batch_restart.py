@@ -67,3 +67,37 @@ def test_a_batch_survives_sigkill_without_running_a_request_twice(start_server: 
     counts = state["request_counts"]
     assert counts == {"processing": 0, "succeeded": 4, "errored": 1, "canceled": 0, "expired": 0}
     assert "interrupted by the last stop" in second.log_tail(400)
+
+
+def test_a_graceful_stop_cancels_a_running_request_after_the_grace_period(start_server: StartServer) -> None:
+    first = start_server(args=["--batch-workers", "1", "--shutdown-grace", "1"])
+    container = httpx.post(f"{first.url}/v1/containers", timeout=30).json()["id"]
+    slow = _request("slow", container)
+    slow["params"]["messages"][0]["content"] = (
+        "```python\nopen('/workspace/runs.txt', 'a').write('slow\\n')\nimport time; time.sleep(20)\n```"
+    )
+    batch = httpx.post(f"{first.url}/v1/messages/batches",
+                       json={"requests": [slow, _request("after", container)]}, timeout=30).json()
+    deadline = time.monotonic() + 60
+    while _runs(first, container) != ["slow"]:
+        assert time.monotonic() < deadline, first.log_tail()
+        time.sleep(0.1)
+    started = time.monotonic()
+    first.stop()  # SIGTERM
+    assert time.monotonic() - started < 20, "the grace period (1 s) bounds the wait"
+    log = first.log_tail(200)
+    assert "waiting up to 1s for " in log and " and 1 batch request(s)" in log, log
+
+    second = start_server(args=["--batch-workers", "1"], data_dir=first.data_dir)
+    deadline = time.monotonic() + 60
+    while (state := httpx.get(f"{second.url}/v1/messages/batches/{batch['id']}").json())["processing_status"] != "ended":
+        assert time.monotonic() < deadline, second.log_tail()
+        time.sleep(0.3)
+    results = {}
+    for line in httpx.get(state["results_url"]).text.splitlines():
+        item = httpx.Response(200, content=line).json()
+        results[item["custom_id"]] = item["result"]
+    assert results["slow"]["type"] == "errored"
+    assert "shut down while this request was running" in results["slow"]["error"]["error"]["message"]
+    assert results["after"]["type"] == "succeeded"
+    assert _runs(second, container) == ["slow", "after"], "nothing ran twice"
