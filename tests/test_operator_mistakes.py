@@ -132,3 +132,11 @@ def test_servers_sharing_a_database_keep_to_their_own_containers(start_server: S
     assert {row[0] for row in rows} == {container, other}
     assert len({row[1] for row in rows}) == 2, "two boxes on one host never share a uid"
     assert len({row[2] for row in rows}) == 2
+
+
+def test_a_server_that_cannot_run_code_does_not_start() -> None:
+    home = Path(tempfile.mkdtemp(prefix="execbox-nocode-"))
+    home.chmod(0o711)
+    # A memory limit no interpreter fits in: every execution would fail.
+    run = _serve("--data-dir", str(home / "data"), "--port", "0", "--memory-limit", "1MiB")
+    _one_clear_line(run, "cannot run code: a test execution returned", "memory limit")

@@ -161,6 +161,12 @@ def serve(**overrides: Any) -> None:
         _fail(f"cannot start: {type(exc).__name__}: {_first_line(exc)}")
     for line in app.state.services.backends.describe():
         log.info("models: %s", line)
+    try:
+        took = asyncio.run(app.state.services.self_test())
+        log.info("start-up self-test: code runs in a sandbox (%.2f s)", took)
+    except Exception as exc:
+        log.debug("start-up self-test failed", exc_info=True)
+        _fail(f"cannot run code: {_first_line(exc)}; see `execbox doctor`")
     config = uvicorn.Config(
         app, log_level="warning", access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 30,  # a backstop: the app cancels first

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,19 +21,22 @@ from execbox.batches.runner import BatchRunner
 from execbox.batches.store import BatchStore, Claimed
 from execbox.containers.limits import ExecutionGate
 from execbox.containers.manager import ContainerManager
+from execbox.containers.store import UID_BASE
 from execbox.conversation.loop import Conversation
 from execbox.conversation.thread_store import ThreadStore
 from execbox.datadir import restrict_database
 from execbox.files.store import FileStore
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.forkengine import ForkEngine
-from execbox.sandbox.types import Limits
+from execbox.sandbox.types import Box, ExecRequest, Limits
 from execbox.settings import Settings
 from execbox.usage.store import UsageStore
 
 log = logging.getLogger("execbox")
 
 THREAD_SWEEP_INTERVAL_S = 60.0  # expired thread state lingers at most this long
+# The start-up self-test's sandbox runs as this uid, just below the containers' range.
+SELF_TEST_UID = UID_BASE - 1
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -126,6 +130,30 @@ class Services:
             batches, conversation, node=settings.node, workers=settings.batch_workers, on_result=count_batch_request
         )
         return cls(settings, database, files, containers, backends, conversation, batches, batch_runner, usage)
+
+    async def self_test(self) -> float:
+        """Run ``print(6 * 7)`` in a throwaway sandbox, so that a server that starts can run code.
+        Returns the seconds it took; raises with the reason if it fails."""
+        started = time.monotonic()
+        # The reference path: the one every execution falls back to (the fork server starts later).
+        engine = BwrapEngine(
+            limits=limits_from(self.settings),
+            state_dir=self.settings.data_dir / "sandbox",
+            runtime_dir=self.settings.runtime_dir,
+            insecure=self.settings.insecure,
+        )
+        name = f"selftest-{os.getpid()}"
+        box = Box(id=name, uid=SELF_TEST_UID, root=self.settings.data_dir / "containers" / f".{name}")
+        try:
+            await engine.create_box(box)
+            result = await engine.execute(box, ExecRequest("python", "print(6 * 7)", timeout_s=60))
+        finally:
+            with contextlib.suppress(Exception):
+                await engine.destroy_box(box)
+        if result.return_code != 0 or result.stdout.strip() != "42":
+            detail = (result.stderr.strip() or result.stdout.strip())[-300:]
+            raise RuntimeError(f"a test execution returned {result.return_code}: {detail}")
+        return time.monotonic() - started
 
     async def start(self) -> None:
         await self.containers.start()

@@ -82,3 +82,25 @@ def test_a_second_signal_cancels_at_once(start_server: StartServer) -> None:
     log = server.log_tail(200)
     assert "a second SIGINT arrived: cancelling 1 running request(s)" in log
     assert "Traceback" not in log and "KeyboardInterrupt" not in log
+
+
+def test_a_cancelled_stream_ends_with_an_error_event(start_server: StartServer) -> None:
+    server = start_server(args=["--shutdown-grace", "1"])
+    body = {
+        "model": "execbox-direct", "max_tokens": 256, "stream": True,
+        "tools": [{"type": "code_execution_20250825", "name": "code_execution"}],
+        "messages": [{"role": "user", "content": "```python\nimport time; time.sleep(25)\n```"}],
+    }
+    lines: list[str] = []
+    with httpx.stream("POST", f"{server.url}/v1/messages", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        signalled = False
+        for line in response.iter_lines():
+            lines.append(line)
+            if line == "event: content_block_start" and not signalled:
+                server.process.send_signal(signal.SIGTERM)
+                signalled = True
+    assert _exit_code(server, 30) == 0
+    assert lines.count("event: error") == 1, lines
+    error = lines[lines.index("event: error") + 1]
+    assert '"overloaded_error"' in error and "shutting down" in error
