@@ -19,6 +19,9 @@ import pytest
 
 from tests.conftest import Server, StartServer
 
+# Tests about the server rather than the sandbox start faster without the fork server.
+REFERENCE_PATH = {"EXECBOX_FORK_SERVER": "false"}
+
 
 def _exec(server: Server, container: str, code: str, timeout: float = 60) -> httpx.Response:
     return httpx.post(f"{server.url}/v1/containers/{container}/exec", json={"code": code}, timeout=timeout)
@@ -62,15 +65,15 @@ def test_sigkill_during_an_execution_keeps_the_container_usable(start_server: St
 
 
 def test_sigkill_during_an_upload_leaves_no_partial_file(start_server: StartServer) -> None:
-    first = start_server()
-    sent = threading.Event()
+    first = start_server(env=REFERENCE_PATH)
+    sent, killed = threading.Event(), threading.Event()
 
     def body() -> Iterator[bytes]:
         yield b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\r\n"
         for _ in range(8):
             yield b"x" * 1024 * 1024
         sent.set()
-        time.sleep(30)
+        killed.wait(30)
         yield b"\r\n--b--\r\n"
 
     thread, outcome = _in_background(
@@ -81,9 +84,10 @@ def test_sigkill_during_an_upload_leaves_no_partial_file(start_server: StartServ
     time.sleep(0.5)
     first.process.kill()
     first.process.wait()
+    killed.set()
     thread.join(60)
 
-    second = start_server(data_dir=first.data_dir)
+    second = start_server(env=REFERENCE_PATH, data_dir=first.data_dir)
     assert httpx.get(f"{second.url}/v1/files").json()["data"] == []
     blobs = [p for p in (second.data_dir / "files").rglob("*") if p.is_file() and ".staging" not in p.parts]
     assert blobs == [], "a half-written upload became a file"
@@ -93,22 +97,24 @@ def test_sigkill_during_an_upload_leaves_no_partial_file(start_server: StartServ
 
 def test_sandbox_processes_killed_from_outside_give_a_clear_result(server: Server) -> None:
     container = httpx.post(f"{server.url}/v1/containers").json()["id"]
-    thread, outcome = _in_background(_exec, server, container, "import time; time.sleep(20)")
+    thread, outcome = _in_background(
+        _exec, server, container, "open('started', 'w').close()\nimport time; time.sleep(20)"
+    )
     uid = _uid(server, container)
     deadline = time.monotonic() + 20
-    while subprocess.run(["pgrep", "-u", str(uid), "-f", "main.py"], capture_output=True).returncode != 0:
+    while httpx.get(f"{server.url}/v1/containers/{container}/files/started").status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     subprocess.run(["pkill", "-9", "-u", str(uid)], check=True)
     thread.join(30)
     result = outcome["response"].json()  # type: ignore[union-attr]
-    assert result["return_code"] == 137
+    assert result["return_code"] == 137, result
     assert "killed by SIGKILL, not by a limit of this sandbox" in result["stderr"]
     assert _exec(server, container, "print('still usable')").json()["stdout"] == "still usable\n"
 
 
 def test_a_locked_database_is_a_529_then_recovers_intact(start_server: StartServer) -> None:
-    server = start_server(args=["--database-busy-timeout", "1"])
+    server = start_server(env=REFERENCE_PATH, args=["--database-busy-timeout", "1"])
     with ThreadPoolExecutor(8) as pool:  # concurrent writers all succeed while nobody holds the lock long
         uploads = list(pool.map(lambda i: httpx.post(f"{server.url}/v1/files", files={"file": (f"{i}.txt", b"x")},
                                                      timeout=30), range(16)))
@@ -149,7 +155,7 @@ def small_disk() -> Iterator[Path]:
 
 
 def test_a_full_data_disk_is_a_clear_error(start_server: StartServer, small_disk: Path) -> None:
-    server = start_server(data_dir=small_disk / "data")
+    server = start_server(env=REFERENCE_PATH, data_dir=small_disk / "data")
     big = httpx.post(f"{server.url}/v1/files", files={"file": ("big.bin", b"x" * 64 * 1024 * 1024)}, timeout=60)
     assert big.status_code == 529, big.text
     assert big.json()["error"]["details"]["error_code"] == "out_of_disk_space"

@@ -95,7 +95,6 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         reason = "it is in use by another process" if exc.errno == errno.EADDRINUSE else exc.strerror
         _fail(f"cannot listen on {host}:{port}: {reason}; stop that process or choose another --port")
-    sock.set_inheritable(True)
     return sock
 
 

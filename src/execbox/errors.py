@@ -176,12 +176,13 @@ class TooManyContainers(RateLimited):
 
     should_retry = False  # not before a container is deleted or expires
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, retry_after: int | None = None) -> None:
         super().__init__(
             f"This workspace already has {limit} live containers, the most allowed. "
             "Reuse one (pass its id as `container`), delete one, or wait for one to expire.",
             error_code="too_many_containers",
         )
+        self.retry_after = retry_after  # seconds until the workspace's first container expires
 
 
 class TooManyExecutions(RateLimited):

@@ -15,6 +15,7 @@ import httpx
 from tests.conftest import Server, StartServer
 
 TOOLS = [{"type": "code_execution_20250825", "name": "code_execution"}]
+REFERENCE_PATH = {"EXECBOX_FORK_SERVER": "false"}  # about batches, not the sandbox: starts faster
 
 
 def _request(custom_id: str, container: str) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def _runs(server: Server, container: str) -> list[str]:
 
 
 def test_a_batch_survives_sigkill_without_running_a_request_twice(start_server: StartServer) -> None:
-    first = start_server(args=["--batch-workers", "1"])
+    first = start_server(env=REFERENCE_PATH, args=["--batch-workers", "1"])
     container = httpx.post(f"{first.url}/v1/containers", timeout=30).json()["id"]
     ids = [f"r{i}" for i in range(5)]
     batch = httpx.post(
@@ -46,7 +47,7 @@ def test_a_batch_survives_sigkill_without_running_a_request_twice(start_server: 
     first.process.kill()
     first.process.wait()
 
-    second = start_server(args=["--batch-workers", "1"], data_dir=first.data_dir)
+    second = start_server(env=REFERENCE_PATH, args=["--batch-workers", "1"], data_dir=first.data_dir)
     deadline = time.monotonic() + 90
     while (state := httpx.get(f"{second.url}/v1/messages/batches/{batch['id']}").json())["processing_status"] != "ended":
         assert time.monotonic() < deadline, second.log_tail()
@@ -88,7 +89,7 @@ def test_a_graceful_stop_cancels_a_running_request_after_the_grace_period(start_
     log = first.log_tail(200)
     assert "waiting up to 1s for " in log and " and 1 batch request(s)" in log, log
 
-    second = start_server(args=["--batch-workers", "1"], data_dir=first.data_dir)
+    second = start_server(env=REFERENCE_PATH, args=["--batch-workers", "1"], data_dir=first.data_dir)
     deadline = time.monotonic() + 60
     while (state := httpx.get(f"{second.url}/v1/messages/batches/{batch['id']}").json())["processing_status"] != "ended":
         assert time.monotonic() < deadline, second.log_tail()

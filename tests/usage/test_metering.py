@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import EXECBOX, Server, StartServer
 
 TOOLS: Any = [{"type": "code_execution_20250825", "name": "code_execution"}]
-KEYS = {"EXECBOX_API_KEYS": "a:key-a,b:key-b"}
+KEYS = {"EXECBOX_API_KEYS": "a:key-a,b:key-b", "EXECBOX_FORK_SERVER": "false"}  # about metering, not the sandbox
 
 
 def _client(server: Server, key: str) -> anthropic.Anthropic:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -142,7 +143,9 @@ class ContainerManager:
         """A new container; TooManyContainers if the workspace has ``max_containers`` live ones."""
         async with self._creating:
             if await asyncio.to_thread(self.store.count_active, workspace) >= self.max_containers:
-                raise TooManyContainers(self.max_containers)
+                soonest = await asyncio.to_thread(self.store.soonest_expiry, workspace)
+                wait = None if soonest is None else max(1, math.ceil((soonest - utcnow()).total_seconds()))
+                raise TooManyContainers(self.max_containers, retry_after=wait)
             now = utcnow()
             row = await asyncio.to_thread(self.store.insert, new_id("container"), workspace, now, now + self.ttl)
         box = self._box(row)

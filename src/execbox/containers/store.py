@@ -112,6 +112,14 @@ class ContainerStore:
             query = sa.select(sa.func.count()).select_from(containers_table)
             return conn.execute(query.where(c.workspace == workspace, c.status == ACTIVE)).scalar_one()
 
+    def soonest_expiry(self, workspace: str) -> datetime | None:
+        """When the workspace's first live container expires (any node)."""
+        c = containers_table.c
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.min(c.expires_at)).where(c.workspace == workspace, c.status == ACTIVE)
+            ).scalar_one_or_none()
+
     def due(self, now: datetime) -> list[ContainerRow]:
         """Active containers whose expiry time has passed."""
         c = containers_table.c
