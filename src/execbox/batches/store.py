@@ -288,7 +288,7 @@ class BatchStore:
                 conn.execute(batches_table.delete().where(b.id == batch_id))
         return len(old)
 
-    # --- helpers ----------------------------------------------------------------------------
+    # --- internals --------------------------------------------------------------------------
 
     def _get(self, conn: sa.Connection, workspace: str, batch_id: str) -> BatchRow:
         c = batches_table.c
