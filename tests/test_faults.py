@@ -21,6 +21,7 @@ from tests.conftest import Server, StartServer
 
 # Tests about the server rather than the sandbox start faster without the fork server.
 REFERENCE_PATH = {"EXECBOX_FORK_SERVER": "false"}
+API = {"anthropic-version": "2023-06-01"}  # the Anthropic API routes require it
 
 
 def _exec(server: Server, container: str, code: str, timeout: float = 60) -> httpx.Response:
@@ -78,7 +79,7 @@ def test_sigkill_during_an_upload_leaves_no_partial_file(start_server: StartServ
 
     thread, outcome = _in_background(
         lambda: httpx.post(f"{first.url}/v1/files", content=body(),
-                           headers={"content-type": "multipart/form-data; boundary=b"}, timeout=60)
+                           headers={"content-type": "multipart/form-data; boundary=b", **API}, timeout=60)
     )
     assert sent.wait(30)
     time.sleep(0.5)
@@ -88,10 +89,10 @@ def test_sigkill_during_an_upload_leaves_no_partial_file(start_server: StartServ
     thread.join(60)
 
     second = start_server(env=REFERENCE_PATH, data_dir=first.data_dir)
-    assert httpx.get(f"{second.url}/v1/files").json()["data"] == []
+    assert httpx.get(f"{second.url}/v1/files", headers=API).json()["data"] == []
     blobs = [p for p in (second.data_dir / "files").rglob("*") if p.is_file() and ".staging" not in p.parts]
     assert blobs == [], "a half-written upload became a file"
-    uploaded = httpx.post(f"{second.url}/v1/files", files={"file": ("ok.txt", b"whole")}).json()
+    uploaded = httpx.post(f"{second.url}/v1/files", files={"file": ("ok.txt", b"whole")}, headers=API).json()
     assert uploaded["size_bytes"] == 5
 
 
@@ -116,7 +117,7 @@ def test_sandbox_processes_killed_from_outside_give_a_clear_result(server: Serve
 def test_a_locked_database_is_a_529_then_recovers_intact(start_server: StartServer) -> None:
     server = start_server(env=REFERENCE_PATH, args=["--database-busy-timeout", "1"])
     with ThreadPoolExecutor(8) as pool:  # concurrent writers all succeed while nobody holds the lock long
-        uploads = list(pool.map(lambda i: httpx.post(f"{server.url}/v1/files", files={"file": (f"{i}.txt", b"x")},
+        uploads = list(pool.map(lambda i: httpx.post(f"{server.url}/v1/files", files={"file": (f"{i}.txt", b"x")}, headers=API,
                                                      timeout=30), range(16)))
     assert all(r.status_code == 200 for r in uploads)
 
@@ -133,7 +134,7 @@ def test_a_locked_database_is_a_529_then_recovers_intact(start_server: StartServ
     assert httpx.post(f"{server.url}/v1/containers", timeout=30).status_code == 200
     with sqlite3.connect(server.data_dir / "execbox.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert len(httpx.get(f"{server.url}/v1/files", params={"limit": 100}).json()["data"]) == 16
+    assert len(httpx.get(f"{server.url}/v1/files", params={"limit": 100}, headers=API).json()["data"]) == 16
 
 
 @pytest.fixture
@@ -156,10 +157,11 @@ def small_disk() -> Iterator[Path]:
 
 def test_a_full_data_disk_is_a_clear_error(start_server: StartServer, small_disk: Path) -> None:
     server = start_server(env=REFERENCE_PATH, data_dir=small_disk / "data")
-    big = httpx.post(f"{server.url}/v1/files", files={"file": ("big.bin", b"x" * 64 * 1024 * 1024)}, timeout=60)
+    big = httpx.post(f"{server.url}/v1/files", files={"file": ("big.bin", b"x" * 64 * 1024 * 1024)}, timeout=60,
+                     headers=API)
     assert big.status_code == 529, big.text
     assert big.json()["error"]["details"]["error_code"] == "out_of_disk_space"
-    assert httpx.get(f"{server.url}/v1/files").json()["data"] == []
-    small = httpx.post(f"{server.url}/v1/files", files={"file": ("small.txt", b"fits")}, timeout=30)
+    assert httpx.get(f"{server.url}/v1/files", headers=API).json()["data"] == []
+    small = httpx.post(f"{server.url}/v1/files", files={"file": ("small.txt", b"fits")}, timeout=30, headers=API)
     assert small.status_code == 200
     server.stop()

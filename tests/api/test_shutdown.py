@@ -92,7 +92,8 @@ def test_a_cancelled_stream_ends_with_an_error_event(start_server: StartServer) 
         "messages": [{"role": "user", "content": "```python\nimport time; time.sleep(25)\n```"}],
     }
     lines: list[str] = []
-    with httpx.stream("POST", f"{server.url}/v1/messages", json=body, timeout=60) as response:
+    with httpx.stream("POST", f"{server.url}/v1/messages", json=body, timeout=60,
+                      headers={"anthropic-version": "2023-06-01"}) as response:
         assert response.status_code == 200
         signalled = False
         for line in response.iter_lines():

@@ -14,6 +14,8 @@ import httpx
 
 from tests.conftest import Server, StartServer
 
+API = {"anthropic-version": "2023-06-01"}  # the Anthropic API routes require it
+
 TOOLS = [{"type": "code_execution_20250825", "name": "code_execution"}]
 REFERENCE_PATH = {"EXECBOX_FORK_SERVER": "false"}  # about batches, not the sandbox: starts faster
 
@@ -37,7 +39,7 @@ def test_a_batch_survives_sigkill_without_running_a_request_twice(start_server: 
     container = httpx.post(f"{first.url}/v1/containers", timeout=30).json()["id"]
     ids = [f"r{i}" for i in range(5)]
     batch = httpx.post(
-        f"{first.url}/v1/messages/batches", json={"requests": [_request(i, container) for i in ids]}, timeout=30
+        f"{first.url}/v1/messages/batches", json={"requests": [_request(i, container) for i in ids]}, timeout=30, headers=API
     ).json()
 
     deadline = time.monotonic() + 60
@@ -49,12 +51,12 @@ def test_a_batch_survives_sigkill_without_running_a_request_twice(start_server: 
 
     second = start_server(env=REFERENCE_PATH, args=["--batch-workers", "1"], data_dir=first.data_dir)
     deadline = time.monotonic() + 90
-    while (state := httpx.get(f"{second.url}/v1/messages/batches/{batch['id']}").json())["processing_status"] != "ended":
+    while (state := httpx.get(f"{second.url}/v1/messages/batches/{batch['id']}", headers=API).json())["processing_status"] != "ended":
         assert time.monotonic() < deadline, second.log_tail()
         time.sleep(0.3)
 
     results = {}
-    for line in httpx.get(state["results_url"]).text.splitlines():
+    for line in httpx.get(state["results_url"], headers=API).text.splitlines():
         item = httpx.Response(200, content=line).json()
         results[item["custom_id"]] = item["result"]
     assert sorted(results) == ids, "every request has exactly one result"
@@ -78,7 +80,7 @@ def test_a_graceful_stop_cancels_a_running_request_after_the_grace_period(start_
         "```python\nopen('/workspace/runs.txt', 'a').write('slow\\n')\nimport time; time.sleep(20)\n```"
     )
     batch = httpx.post(f"{first.url}/v1/messages/batches",
-                       json={"requests": [slow, _request("after", container)]}, timeout=30).json()
+                       json={"requests": [slow, _request("after", container)]}, timeout=30, headers=API).json()
     deadline = time.monotonic() + 60
     while _runs(first, container) != ["slow"]:
         assert time.monotonic() < deadline, first.log_tail()
@@ -91,11 +93,11 @@ def test_a_graceful_stop_cancels_a_running_request_after_the_grace_period(start_
 
     second = start_server(env=REFERENCE_PATH, args=["--batch-workers", "1"], data_dir=first.data_dir)
     deadline = time.monotonic() + 60
-    while (state := httpx.get(f"{second.url}/v1/messages/batches/{batch['id']}").json())["processing_status"] != "ended":
+    while (state := httpx.get(f"{second.url}/v1/messages/batches/{batch['id']}", headers=API).json())["processing_status"] != "ended":
         assert time.monotonic() < deadline, second.log_tail()
         time.sleep(0.3)
     results = {}
-    for line in httpx.get(state["results_url"]).text.splitlines():
+    for line in httpx.get(state["results_url"], headers=API).text.splitlines():
         item = httpx.Response(200, content=line).json()
         results[item["custom_id"]] = item["result"]
     assert results["slow"]["type"] == "errored"

@@ -391,7 +391,7 @@ def test_an_unreachable_upstream_is_a_bad_gateway(start_server: StartServer) -> 
                                "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"})
     client = anthropic.Anthropic(base_url=server.url, api_key=CALLER_KEY, max_retries=0)
     with pytest.raises(anthropic.InternalServerError) as raised:
-        client.messages.create(model="claude-sonnet-4-5", max_tokens=100, tools=[BASH_TOOL],
+        client.messages.create(model="claude-opus-4-5-20251101", max_tokens=100, tools=[BASH_TOOL],
                                messages=[{"role": "user", "content": "Hi"}])
     assert raised.value.status_code == 502
     assert "Cannot connect to the upstream model" in raised.value.body["error"]["message"]  # type: ignore[index]

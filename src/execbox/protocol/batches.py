@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 # Anthropic's limits for one batch.
 MAX_BATCH_REQUESTS = 100_000
@@ -14,11 +14,15 @@ CUSTOM_ID_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
 class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     custom_id: str = Field(pattern=CUSTOM_ID_PATTERN)
     params: dict[str, Any]
 
 
 class BatchCreateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     requests: list[BatchRequest] = Field(min_length=1, max_length=MAX_BATCH_REQUESTS)
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from execbox.api.bodies import read_params
-from execbox.api.deps import services, workspace
+from execbox.api.deps import api_version, services, workspace
 from execbox.batches.store import BatchRow
 from execbox.db import utcnow
 from execbox.errors import InvalidRequest
@@ -33,7 +33,7 @@ from execbox.protocol.batches import (
 from execbox.protocol.messages import MessageCreateParams
 from execbox.services import Services
 
-router = APIRouter(prefix="/v1/messages/batches")
+router = APIRouter(prefix="/v1/messages/batches", dependencies=[Depends(api_version)])
 
 Workspace = Annotated[str, Depends(workspace)]
 Svc = Annotated[Services, Depends(services)]
