@@ -168,8 +168,11 @@ def test_list_pages_newest_first(client: anthropic.Anthropic) -> None:
         ([_request("stream", "a", stream=True)], "streaming is not supported"),
         ([_request("ok", "a"), {"custom_id": "no-model", "params": {"max_tokens": 5, "messages": []}}],
          "requests.1.params"),
+        ([{**_request("extra", "a"), "priority": 1}], "Extra inputs are not permitted"),
+        ([_request("extra-param", "a", speed_dial=1)], "requests.0.params.speed_dial"),
     ],
-    ids=["empty", "duplicate", "too-long", "bad-characters", "stream", "bad-params"],
+    ids=["empty", "duplicate", "too-long", "bad-characters", "stream", "bad-params", "unknown-field",
+         "unknown-param"],
 )
 def test_bad_batches_are_refused(client: anthropic.Anthropic, requests: Any, message: str) -> None:
     with pytest.raises(anthropic.BadRequestError, match=message):
