@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -93,12 +94,15 @@ def test_a_port_in_use_is_one_line(server: Server, tmp_path: Path) -> None:
 def test_a_mktemp_data_dir_is_fixed_at_start_and_runs_code(start_server: StartServer) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="execbox-mktemp-"))  # mode 0700, like `mktemp -d`
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
-    server = start_server(env=REFERENCE_PATH, data_dir=data_dir)
-    container = httpx.post(f"{server.url}/v1/containers", timeout=30).json()["id"]
-    assert _run(server, container, "print(6 * 7)")["stdout"] == "42\n"
-    assert "searchable by sandboxes" in server.log_tail(200)
-    assert stat.S_IMODE((data_dir / "execbox.db").stat().st_mode) == 0o600  # the metadata: root only
-    server.stop()
+    try:
+        server = start_server(env=REFERENCE_PATH, data_dir=data_dir)
+        container = httpx.post(f"{server.url}/v1/containers", timeout=30).json()["id"]
+        assert _run(server, container, "print(6 * 7)")["stdout"] == "42\n"
+        assert "searchable by sandboxes" in server.log_tail(200)
+        assert stat.S_IMODE((data_dir / "execbox.db").stat().st_mode) == 0o600  # the metadata: root only
+        server.stop()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_a_data_dir_sandboxes_cannot_reach_is_refused_with_the_fix(tmp_path: Path) -> None:
@@ -137,6 +141,9 @@ def test_servers_sharing_a_database_keep_to_their_own_containers(start_server: S
 def test_a_server_that_cannot_run_code_does_not_start() -> None:
     home = Path(tempfile.mkdtemp(prefix="execbox-nocode-"))
     home.chmod(0o711)
-    # A memory limit no interpreter fits in: every execution would fail.
-    run = _serve("--data-dir", str(home / "data"), "--port", "0", "--memory-limit", "1MiB")
-    _one_clear_line(run, "cannot run code: a test execution returned", "memory limit")
+    try:
+        # A memory limit no interpreter fits in: every execution would fail.
+        run = _serve("--data-dir", str(home / "data"), "--port", "0", "--memory-limit", "1MiB")
+        _one_clear_line(run, "cannot run code: a test execution returned", "memory limit")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
