@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from execbox.settings import Settings, format_size, load_settings, parse_size
+from execbox.settings import ConfigError, Settings, format_size, load_settings, parse_size
 
 
 @pytest.mark.parametrize(
@@ -58,5 +58,6 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_api_keys_map_to_workspaces() -> None:
     settings = load_settings(api_keys="team-a:key-1,team-b:key-2")
     assert settings.workspace_keys() == {"key-1": "team-a", "key-2": "team-b"}
-    with pytest.raises(ValueError, match="workspace:key"):
-        load_settings(api_keys="no-colon").workspace_keys()
+    with pytest.raises(ConfigError, match="workspace:key") as refused:
+        load_settings(api_keys="team-a:key-1,no-colon")
+    assert "no-colon" not in str(refused.value) and "key-1" not in str(refused.value)

@@ -7,34 +7,95 @@ environment variable; flags win.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import ipaddress
 import logging
-from typing import Any
+import re
+import signal
+import socket
+from typing import Any, NoReturn
 
 import click
 
-from execbox import logs
-from execbox.settings import Settings, format_size, load_settings, parse_size
+from execbox import datadir, logs
+from execbox.settings import (
+    SECRET_SETTINGS,
+    ConfigError,
+    Settings,
+    expected_form,
+    format_size,
+    load_settings,
+    parse_size,
+)
 
 log = logging.getLogger("execbox")
 
 _HIDDEN_FROM_FLAGS = {"anthropic_api_key", "openai_api_key"}  # secrets: environment only
 
 
+def _default_text(name: str) -> str:
+    field = Settings.model_fields[name]
+    default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+    if default is None or default == []:
+        return "(none)"
+    if isinstance(default, list):
+        default = ",".join(default)
+    elif any(getattr(m, "func", None) is parse_size for m in field.metadata) and isinstance(default, int):
+        default = format_size(default)
+    return f"`{default}`"
+
+
 def _setting_options(func: Any) -> Any:
-    """Add one ``--flag`` per Settings field (all as strings; pydantic parses them)."""
+    """Add one ``--flag`` per Settings field (all as strings; pydantic parses them). Each
+    flag's help ends with the form its value takes and its default."""
     for name, field in reversed(list(Settings.model_fields.items())):
         if name in _HIDDEN_FROM_FLAGS:
             continue
         flag = "--" + name.replace("_", "-")
+        default = _default_text(name).strip("`")
         if field.annotation is bool and field.default is True:  # on by default: the flag turns it off
             off = "--no-" + name.replace("_", "-")
-            func = click.option(f"{flag}/{off}", name, default=None, help=field.description)(func)
+            help_text = f"{field.description} [flag; default: on]"
+            func = click.option(f"{flag}/{off}", name, default=None, help=help_text)(func)
         elif field.annotation is bool:
-            func = click.option(flag, name, is_flag=True, default=None, help=field.description)(func)
+            help_text = f"{field.description} [flag; default: off]"
+            func = click.option(flag, name, is_flag=True, default=None, help=help_text)(func)
         else:
-            func = click.option(flag, name, default=None, help=field.description)(func)
+            help_text = f"{field.description} [{expected_form(name)}; default: {default}]"
+            metavar = name.upper()
+            func = click.option(flag, name, default=None, metavar=metavar, help=help_text)(func)
     return func
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr, then exit: the way every start-up problem is reported."""
+    click.echo(f"execbox: {message}", err=True)
+    raise SystemExit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"execbox: {line}", err=True)
+        raise SystemExit(2) from None
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before any start-up work."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = "it is in use by another process" if exc.errno == errno.EADDRINUSE else exc.strerror
+        _fail(f"cannot listen on {host}:{port}: {reason}; stop that process or choose another --port")
+    return sock
 
 
 def _is_loopback(host: str) -> bool:
@@ -61,28 +122,83 @@ def serve(**overrides: Any) -> None:
     from execbox.api.app import create_app
     from execbox.sandbox.doctor import blocking_problems
 
-    settings = load_settings(**overrides)
+    settings = _settings(**overrides)
     logs.setup(settings.log_level, settings.log_format)
     if not settings.api_keys and not _is_loopback(settings.host):
         log.warning("no EXECBOX_API_KEYS configured: binding to 127.0.0.1 instead of %s", settings.host)
         settings = settings.model_copy(update={"host": "127.0.0.1"})
     if not settings.api_keys:
         log.warning("no EXECBOX_API_KEYS configured: any key is accepted as workspace 'default' (loopback only)")
+    try:
+        lock_fd = datadir.lock(settings.data_dir)  # noqa: F841  (held until the process exits)
+    except datadir.DataDirError as exc:
+        _fail(str(exc))
+    sock = _bind(settings.host, settings.port)
+    try:
+        for fixed in datadir.check_permissions(settings.data_dir):
+            log.warning("%s", fixed)
+    except datadir.DataDirError as exc:
+        _fail(str(exc))
     problems = blocking_problems(settings.runtime_dir)
     if problems and not settings.insecure:
         for problem in problems:
             log.error("isolation check failed: %s", problem)
-        log.error("refusing to run untrusted code without these protections; see `execbox doctor`, "
-                  "or pass --insecure to run anyway")
-        raise SystemExit(2)
+        _fail("refusing to run untrusted code without these protections; see `execbox doctor`, "
+              "or pass --insecure to run anyway")
     for problem in problems:
         log.warning("INSECURE: running without: %s", problem)
-    app = create_app(settings)
-    log.info("execbox listening on http://%s:%d (data in %s)", settings.host, settings.port, settings.data_dir)
+    try:
+        app = create_app(settings)
+    except Exception as exc:  # e.g. the database cannot be reached: say so, without its URL
+        log.debug("start-up failed", exc_info=True)
+        _fail(f"cannot start: {type(exc).__name__}: {_first_line(exc)}")
     for line in app.state.services.backends.describe():
         log.info("models: %s", line)
-    # log_config=None: uvicorn's own lines go through execbox's handler (and format) too.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False, log_config=None)
+    try:
+        took = asyncio.run(app.state.services.self_test())
+        log.info("start-up self-test: code runs in a sandbox (%.2f s)", took)
+    except Exception as exc:
+        log.debug("start-up self-test failed", exc_info=True)
+        _fail(f"cannot run code: {_first_line(exc)}; see `execbox doctor`")
+    config = uvicorn.Config(
+        # log_config=None: uvicorn's own lines go through execbox's handler (and format) too.
+        app, log_level="warning", access_log=False, log_config=None,
+        timeout_graceful_shutdown=int(settings.shutdown_grace) + 30,  # a backstop: the app cancels first
+    )
+    _Server(config, app.state.shutdown).run(sockets=[sock])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return re.sub(r"[a-z+]+://[^\s]*", "<database url>", text)[:300]
+
+
+class _Server:
+    """uvicorn's server with execbox's signal handling (see ``api/lifecycle.py``): the first
+    signal starts a graceful shutdown, a second one cancels what still runs. Either way the
+    lifespan shutdown runs, so containers are closed and state is kept."""
+
+    def __new__(cls, config: Any, plan: Any) -> Any:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            _loop: asyncio.AbstractEventLoop | None = None
+
+            async def serve(self, sockets: Any = None) -> None:
+                self._loop = asyncio.get_running_loop()
+                await super().serve(sockets=sockets)
+
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                name = signal.Signals(sig).name
+                if self._loop is None:
+                    raise SystemExit(1)
+                if not self.should_exit:
+                    self.should_exit = True
+                    self._loop.call_soon_threadsafe(plan.begin, name)
+                else:
+                    self._loop.call_soon_threadsafe(plan.hurry, name)
+
+        return Server(config)
 
 
 @main.command()
@@ -91,7 +207,7 @@ def doctor(runtime_dir: str | None) -> None:
     """Report which isolation features work on this host. Exit 1 if any required one is missing."""
     from execbox.sandbox.doctor import run_checks
 
-    settings = load_settings(runtime_dir=runtime_dir)
+    settings = _settings(runtime_dir=runtime_dir)
     ok = True
     for check in run_checks(settings.runtime_dir, fork_server=settings.fork_server):
         click.echo(f"{check.verdict:<5} {check.name:<28} {check.detail}")
@@ -106,28 +222,75 @@ def setup_runtime(runtime_dir: str | None, force: bool) -> None:
     """Build (or reuse) the sandbox's Python environment with the preinstalled libraries."""
     from execbox.sandbox.runtime import build_runtime
 
-    settings = load_settings(runtime_dir=runtime_dir)
+    settings = _settings(runtime_dir=runtime_dir)
     path = build_runtime(settings.runtime_dir, force=force, echo=click.echo)
     click.echo(f"runtime ready: {path}")
 
 
-def _default_text(name: str) -> str:
-    field = Settings.model_fields[name]
-    default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
-    if default is None or default == []:
-        return "(none)"
-    if isinstance(default, list):
-        default = ",".join(default)
-    elif any(getattr(m, "func", None) is parse_size for m in field.metadata) and isinstance(default, int):
-        default = format_size(default)
-    return f"`{default}`"
+@main.command("usage")
+@click.option("--workspace", default=None, help="Only this workspace. [text; default: all]")
+@click.option("--since", default=None, help="Events from this time on (RFC 3339 or YYYY-MM-DD). [default: all]")
+@click.option("--until", default=None, help="Events before this time (RFC 3339 or YYYY-MM-DD). [default: now]")
+@click.option("--group-by", type=click.Choice(["workspace", "day", "model"]), default="workspace",
+              help="One row per workspace, per workspace and day, or per workspace and model. [default: workspace]")
+@click.option("--data-dir", default=None, help="The server's data directory (for its SQLite database).")
+@click.option("--database-url", default=None, help="The server's database, if not SQLite in the data directory.")
+@click.option("--price-container-hour", default=None, help="US dollars per container-hour. [default: 0.05]")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def usage(workspace: str | None, since: str | None, until: str | None, group_by: str, data_dir: str | None,
+          database_url: str | None, price_container_hour: str | None, as_json: bool) -> None:
+    """Print what each workspace used (executions, container-hours, tokens, batch requests) and its cost."""
+    import json
+    from dataclasses import asdict
+    from datetime import datetime, timezone
+
+    from execbox import db
+    from execbox.usage.store import UsageStore
+
+    settings = _settings(data_dir=data_dir, database_url=database_url, price_container_hour=price_container_hour)
+
+    def when(value: str | None, flag: str) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            _fail(f"invalid {flag}: expected a date (2026-11-30) or an RFC 3339 time (2026-11-30T12:00:00Z)")
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+    if settings.database_url is None and not (settings.data_dir / "execbox.db").exists():
+        _fail(f"no database at {settings.data_dir / 'execbox.db'}; pass the server's --data-dir or --database-url")
+    engine = db.connect(settings.database)
+    db.create_tables(engine)
+    rows = UsageStore(engine).report(
+        workspace=workspace, starting_at=when(since, "--since"), ending_at=when(until, "--until"),
+        group_by=group_by, price_container_hour=settings.price_container_hour,  # type: ignore[arg-type]
+    )
+    engine.dispose()
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in asdict(r).items() if not k.startswith("_")} for r in rows], indent=2))
+        return
+    group = {"day": "day", "model": "model"}.get(group_by)
+    header = ["workspace", *([group] if group else []), "executions", "exec s", "containers", "container-h",
+              "input tok", "output tok", "batch req", "cost $"]
+    table = [header]
+    for r in rows:
+        table.append([r.workspace, *([str(getattr(r, group) or "-")] if group else []), str(r.executions),
+                      f"{r.execution_seconds:.1f}", str(r.containers), f"{r.container_hours:.3f}",
+                      str(r.input_tokens), str(r.output_tokens), str(r.batch_requests), f"{r.cost_usd:.4f}"])
+    total_cost = sum(r.cost_usd for r in rows)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        cells = enumerate(zip(row, widths, strict=True))
+        click.echo("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in cells))
+    click.echo(f"total cost: ${total_cost:.4f} at ${settings.price_container_hour} per container-hour")
 
 
 @main.command("settings")
 @click.option("--markdown", is_flag=True, help="Print the README's configuration table.")
 def show_settings(markdown: bool) -> None:
     """Show every setting with its environment variable, flag and current value."""
-    settings = load_settings()
+    settings = _settings()
     if markdown:
         click.echo("| environment variable | flag | default | meaning |\n|---|---|---|---|")
     for name, field in Settings.model_fields.items():
@@ -139,7 +302,8 @@ def show_settings(markdown: bool) -> None:
             flag_cell = f"`{flag}`" if flag else "(environment only)"
             click.echo(f"| `{env}` | {flag_cell} | {_default_text(name)} | {field.description} |")
         else:
-            value = "***" if "key" in name and getattr(settings, name) else getattr(settings, name)
+            secret = name in SECRET_SETTINGS or "key" in name
+            value = "***" if secret and getattr(settings, name) else getattr(settings, name)
             click.echo(f"{env:<30} {value}")
 
 

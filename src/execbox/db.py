@@ -45,10 +45,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def connect(url: str) -> Engine:
-    """Open the database at ``url`` and create any missing tables."""
+def connect(url: str, busy_timeout_s: float = 30.0) -> Engine:
+    """Open the database at ``url``. On SQLite a writer waits up to ``busy_timeout_s`` for
+    another's lock, then fails (``OperationalError``, answered as 529 ``database_busy``)."""
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s})
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -63,5 +64,14 @@ def connect(url: str) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
-    """Create every table registered on ``metadata`` (import the stores first)."""
+    """Create every table registered on ``metadata`` (import the stores first), and add
+    nullable columns that newer versions declared to tables an older version created."""
     metadata.create_all(engine)
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))

@@ -16,6 +16,7 @@ class ExecboxError(Exception):
     status: int = 500
     type: str = "api_error"
     should_retry: bool | None = None
+    retry_after: int | None = None  # seconds, sent as the ``retry-after`` header
 
     def __init__(self, message: str, *, error_code: str | None = None, **details: Any) -> None:
         super().__init__(message)
@@ -55,6 +56,12 @@ class RateLimited(ExecboxError):
 
 class InternalError(ExecboxError):
     status, type = 500, "api_error"
+
+
+class BadGateway(ExecboxError):
+    """An upstream model failed (connection refused, a 5xx, a malformed answer)."""
+
+    status, type = 502, "api_error"
 
 
 class UpstreamTimeout(ExecboxError):
@@ -169,12 +176,45 @@ class TooManyContainers(RateLimited):
 
     should_retry = False  # not before a container is deleted or expires
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, retry_after: int | None = None) -> None:
         super().__init__(
             f"This workspace already has {limit} live containers, the most allowed. "
             "Reuse one (pass its id as `container`), delete one, or wait for one to expire.",
             error_code="too_many_containers",
         )
+        self.retry_after = retry_after  # seconds until the workspace's first container expires
+
+
+class TooManyExecutions(RateLimited):
+    """The workspace runs as many executions as it may and its queue of waiting ones is full."""
+
+    should_retry, retry_after = True, 1
+
+    def __init__(self, running: int, queued: int) -> None:
+        super().__init__(
+            f"This workspace is running {running} executions, the most allowed at once, and {queued} more are "
+            "waiting. Retry after the time in the retry-after header.",
+            error_code="too_many_executions",
+        )
+
+
+class DatabaseBusy(Overloaded):
+    """The metadata database stayed locked (or unreachable) past the busy timeout."""
+
+    should_retry, retry_after = True, 1
+
+    def __init__(self) -> None:
+        super().__init__("The server's metadata database is busy; retry shortly.", error_code="database_busy")
+
+
+class OutOfDiskSpace(Overloaded):
+    """The server's data directory is full."""
+
+    should_retry = True
+
+    def __init__(self) -> None:
+        super().__init__("The server is out of disk space; nothing was stored. Retry later.",
+                         error_code="out_of_disk_space")
 
 
 class SandboxUnavailable(ExecboxError):

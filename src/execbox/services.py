@@ -8,25 +8,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 
 from execbox import db
 from execbox.backends.registry import Backends
+from execbox.batches.runner import BatchRunner
+from execbox.batches.store import BatchStore, Claimed
+from execbox.containers.limits import ExecutionGate
 from execbox.containers.manager import ContainerManager
+from execbox.containers.store import UID_BASE
 from execbox.conversation.loop import Conversation
 from execbox.conversation.thread_store import ThreadStore
+from execbox.datadir import restrict_database
 from execbox.files.store import FileStore
 from execbox.metrics import Metrics
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.forkengine import ForkEngine
-from execbox.sandbox.types import Limits
+from execbox.sandbox.types import Box, ExecRequest, Limits
 from execbox.settings import Settings
+from execbox.usage.store import UsageStore
 
 log = logging.getLogger("execbox")
 
 THREAD_SWEEP_INTERVAL_S = 60.0  # expired thread state lingers at most this long
+# The start-up self-test's sandbox runs as this uid, just below the containers' range.
+SELF_TEST_UID = UID_BASE - 1
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -51,14 +62,19 @@ class Services:
     containers: ContainerManager
     backends: Backends
     conversation: Conversation
+    batches: BatchStore
+    batch_runner: BatchRunner
+    usage: UsageStore | None = None
     metrics: Metrics = field(default_factory=Metrics)
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        database = db.connect(settings.database)
+        database = db.connect(settings.database, busy_timeout_s=settings.database_busy_timeout)
         db.create_tables(database)
+        if settings.database_url is None:
+            restrict_database(settings.data_dir / "execbox.db")
         metrics = Metrics()
         files = FileStore(database, settings.data_dir / "files", max_size=settings.max_upload_size)
         engine: BwrapEngine
@@ -95,6 +111,14 @@ class Services:
             reaper_interval_s=settings.reaper_interval,
             max_containers=settings.max_containers,
             metrics=metrics,
+            node=settings.node,
+        )
+        usage = UsageStore(database)
+        containers.usage = usage
+        containers.gate = ExecutionGate(
+            settings.max_concurrent_executions,
+            settings.execution_queue,
+            settings.host_max_executions or 2 * (os.cpu_count() or 1),
         )
         metrics.count_live(containers.store.count_all_active, lambda: len(containers.live_kernels() or ()))
         backends = Backends.from_settings(settings)
@@ -102,15 +126,50 @@ class Services:
             backends=backends, containers=containers, files=files, settings=settings, threads=ThreadStore(database),
             metrics=metrics,
         )
-        return cls(settings, database, files, containers, backends, conversation, metrics)
+        conversation.usage = usage
+        batches = BatchStore(database)
+
+        def count_batch_request(claimed: Claimed, result: dict[str, Any]) -> None:
+            usage.record(claimed.workspace, "batch_request")
+
+        batch_runner = BatchRunner(
+            batches, conversation, node=settings.node, workers=settings.batch_workers, on_result=count_batch_request
+        )
+        return cls(settings, database, files, containers, backends, conversation, batches, batch_runner, usage, metrics)
+
+    async def self_test(self) -> float:
+        """Run ``print(6 * 7)`` in a throwaway sandbox, so that a server that starts can run code.
+        Returns the seconds it took; raises with the reason if it fails."""
+        started = time.monotonic()
+        # The reference path: the one every execution falls back to (the fork server starts later).
+        engine = BwrapEngine(
+            limits=limits_from(self.settings),
+            state_dir=self.settings.data_dir / "sandbox",
+            runtime_dir=self.settings.runtime_dir,
+            insecure=self.settings.insecure,
+        )
+        name = f"selftest-{os.getpid()}"
+        box = Box(id=name, uid=SELF_TEST_UID, root=self.settings.data_dir / "containers" / f".{name}")
+        try:
+            await engine.create_box(box)
+            result = await engine.execute(box, ExecRequest("python", "print(6 * 7)", timeout_s=60))
+        finally:
+            with contextlib.suppress(Exception):
+                await engine.destroy_box(box)
+        if result.return_code != 0 or result.stdout.strip() != "42":
+            detail = (result.stderr.strip() or result.stdout.strip())[-300:]
+            raise RuntimeError(f"a test execution returned {result.return_code}: {detail}")
+        return time.monotonic() - started
 
     async def start(self) -> None:
         await self.containers.start()
         self._sweeper = asyncio.create_task(
             self.conversation.threads.sweep_forever(THREAD_SWEEP_INTERVAL_S), name="execbox-thread-sweeper"
         )
+        await self.batch_runner.start()
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 0.0) -> None:
+        await self.batch_runner.stop(grace_s=grace_s)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

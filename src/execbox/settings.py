@@ -7,11 +7,13 @@ configuration table is generated from the field descriptions below.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _UNITS = {
@@ -70,7 +72,7 @@ class Settings(BaseSettings):
 
     # --- server ---------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
-    port: int = Field(8000, description="Port the HTTP server listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server listens on.")
     data_dir: Path = Field(
         Path("/var/lib/execbox"),
         description="Where containers' disks, uploaded and generated files, and the SQLite database live.",
@@ -80,10 +82,23 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the metadata database; default: SQLite at DATA_DIR/execbox.db. "
         "Example: postgresql+psycopg://user:pw@host/execbox.",
     )
+    database_busy_timeout: float = Field(
+        30.0, gt=0, description="Seconds a SQLite write waits for another writer's lock before the request fails "
+        "with 529 `database_busy`."
+    )
     api_keys: CsvList = Field(
         default_factory=list,
         description="Comma-separated `workspace:key` pairs. Empty: any key is accepted as workspace "
         "`default` and the server only binds to loopback.",
+    )
+    node_id: str | None = Field(
+        None,
+        description="This server's name among servers sharing one database: each frees, reaps and reopens only "
+        "its own containers and batch requests. Default: the host name and a hash of DATA_DIR.",
+    )
+    shutdown_grace: float = Field(
+        30.0, ge=0, description="Seconds a stopping server lets running requests finish before cancelling them "
+        "(a second SIGINT/SIGTERM cancels at once)."
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     log_format: Literal["text", "json"] = Field(
@@ -122,6 +137,17 @@ class Settings(BaseSettings):
     max_containers: int = Field(
         1000, description="Live containers per workspace (each holds a disk of up to DISK_LIMIT); creating one "
         "more answers 429 `too_many_containers` until one is deleted or expires."
+    )
+    max_concurrent_executions: int = Field(
+        8, ge=1, description="Executions one workspace may run at the same time; more wait in its queue."
+    )
+    execution_queue: int = Field(
+        32, ge=0, description="Executions of one workspace that may wait for a free slot; beyond that, 429 "
+        "`rate_limit_error` (`too_many_executions`) with `retry-after`."
+    )
+    host_max_executions: int = Field(
+        0, ge=0, description="Executions running at once on this server, all workspaces together (0: twice the CPU "
+        "cores); the rest wait."
     )
     runtime_dir: Path | None = Field(
         None,
@@ -186,6 +212,18 @@ class Settings(BaseSettings):
     thread_ttl: float = Field(
         300.0, description="Seconds a thread's latest response can be continued; each stored response restarts it."
     )
+    batch_workers: int = Field(
+        4, ge=0, description="Batch requests run at the same time in the background (0: batches are accepted "
+        "but not run)."
+    )
+    batch_expiry: float = Field(
+        86400.0, gt=0, description="Seconds a message batch may take (24 h, as Anthropic's); requests not started "
+        "by then end `expired`."
+    )
+
+    price_container_hour: float = Field(
+        0.05, ge=0, description="US dollars per container-hour, for the cost column of `execbox usage` and `/v1/usage`."
+    )
 
     # --- model backends ---------------------------------------------------------------------
     anthropic_api_key: str | None = Field(
@@ -214,20 +252,87 @@ class Settings(BaseSettings):
     )
 
     @property
+    def node(self) -> str:
+        if self.node_id:
+            return self.node_id
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:8]
+        return f"{socket.gethostname()}-{digest}"
+
+    @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'execbox.db'}"
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, pairs: list[str]) -> list[str]:
+        for n, pair in enumerate(pairs, 1):
+            workspace, sep, key = pair.partition(":")
+            if not sep or not workspace or not key:  # the message names the entry, never its secret
+                raise ValueError(f"entry {n} of {len(pairs)} is not `workspace:key`")
+        return pairs
 
     def workspace_keys(self) -> dict[str, str]:
         """Map each configured API key to its workspace."""
         keys: dict[str, str] = {}
-        for pair in self.api_keys:
+        for n, pair in enumerate(self.api_keys, 1):
             workspace, sep, key = pair.partition(":")
             if not sep or not workspace or not key:
-                raise ValueError(f"EXECBOX_API_KEYS entry {pair!r} is not `workspace:key`")
+                raise ValueError(f"EXECBOX_API_KEYS entry {n} is not `workspace:key`")
             keys[key] = workspace
         return keys
 
 
+# Settings whose values are secrets: a configuration error never shows what was given.
+SECRET_SETTINGS = frozenset({"api_keys", "anthropic_api_key", "openai_api_key", "database_url"})
+
+
+class ConfigError(Exception):
+    """A setting has a value of the wrong form; the message is one line, safe to print."""
+
+
+def expected_form(name: str) -> str:
+    """How a setting's value must look, for error messages and ``--help``."""
+    field = Settings.model_fields[name]
+    annotation = field.annotation
+    if any(getattr(m, "func", None) is parse_size for m in field.metadata):
+        return "a size such as 1GiB, 512MB or 1048576"
+    if name == "api_keys":
+        return "comma-separated workspace:key pairs, e.g. team-a:key1,team-b:key2"
+    if getattr(annotation, "__origin__", None) is Literal:
+        return "one of " + ", ".join(str(a) for a in annotation.__args__)  # type: ignore[union-attr]
+    forms = {int: "an integer", float: "a number", bool: "true or false", Path: "a path", str: "text"}
+    for kind, form in forms.items():
+        if annotation is kind or kind in getattr(annotation, "__args__", ()):
+            return form
+    return "a value"
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per bad setting: its variable and flag, the expected form, never the value."""
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        name = str(item["loc"][0]) if item.get("loc") else ""
+        if name.upper() in ("EXECBOX_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"):
+            name = "anthropic_api_key"
+        if name not in Settings.model_fields:
+            lines.append(f"invalid setting: {item.get('msg', 'invalid value')}")
+            continue
+        reason = item.get("msg", "")
+        detail = ""
+        if item.get("type") == "value_error" and "size" not in expected_form(name):  # ours: no values in them
+            detail = f" ({reason.removeprefix('Value error, ')})"
+        elif item.get("type") in ("greater_than_equal", "greater_than", "less_than_equal", "literal_error"):
+            detail = f" ({reason.lower()})" if name not in SECRET_SETTINGS else ""
+        lines.append(
+            f"invalid setting EXECBOX_{name.upper()} (--{name.replace('_', '-')}): expected {expected_form(name)}{detail}"
+        )
+    return "\n".join(lines)
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit (CLI) overrides on top; None means 'not given'."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from the environment, with explicit (CLI) overrides on top; None means 'not given'.
+    Raises ConfigError (one line per bad setting, no secrets) for a malformed value."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None

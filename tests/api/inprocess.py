@@ -15,6 +15,8 @@ from execbox.api.app import create_app
 from execbox.backends.base import ModelBackend
 from execbox.backends.direct import DirectBackend
 from execbox.backends.registry import Backends
+from execbox.batches.runner import BatchRunner
+from execbox.batches.store import BatchStore
 from execbox.conversation.loop import Conversation
 from execbox.conversation.thread_store import ThreadStore
 from execbox.files.store import FileStore
@@ -38,7 +40,9 @@ async def app_client(
     conversation = Conversation(
         backends=backends, containers=containers, files=files, settings=config, threads=ThreadStore(database)  # type: ignore[arg-type]
     )
-    services = Services(config, database, files, containers, backends, conversation)  # type: ignore[arg-type]
+    batches = BatchStore(database)
+    runner = BatchRunner(batches, conversation, node="test", workers=0)
+    services = Services(config, database, files, containers, backends, conversation, batches, runner)  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=create_app(config, services))
     headers = {"anthropic-version": "2023-06-01"}
     async with httpx.AsyncClient(transport=transport, base_url="http://execbox.test", headers=headers) as client:

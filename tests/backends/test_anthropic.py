@@ -20,7 +20,15 @@ from execbox.backends.base import (
     ToolSpec,
     TurnStop,
 )
-from execbox.errors import ExecboxError, InternalError, InvalidRequest, Overloaded, RateLimited, UpstreamTimeout
+from execbox.errors import (
+    BadGateway,
+    ExecboxError,
+    InternalError,
+    InvalidRequest,
+    Overloaded,
+    RateLimited,
+    UpstreamTimeout,
+)
 from tests.backends.fakes import (
     FakeUpstream,
     Reply,
@@ -312,7 +320,7 @@ async def test_server_results_are_rendered_as_text(
          "rejected the server's API key"),
         (anthropic_error(403, "permission_error", "no access"), InternalError, 500, "rejected the server's API key"),
         (anthropic_error(429, "rate_limit_error", "slow down"), RateLimited, 429, "slow down"),
-        (anthropic_error(500, "api_error", "internal"), InternalError, 500, "internal"),
+        (anthropic_error(500, "api_error", "internal"), BadGateway, 502, "internal"),
         (anthropic_error(529, "overloaded_error", "Overloaded"), Overloaded, 529, "Overloaded"),
         (Reply(503, [b"Service Unavailable"], "text/plain"), Overloaded, 529, "Service Unavailable"),
     ],
@@ -346,7 +354,7 @@ async def test_mid_stream_error_event(backend: AnthropicBackend, upstream: FakeU
 async def test_stream_cut_short_is_an_error(backend: AnthropicBackend, upstream: FakeUpstream) -> None:
     upstream.add(anthropic_stream(*anthropic_events({"type": "text", "text": "Hi"})[:-1]))
 
-    with pytest.raises(InternalError, match="ended its stream"):
+    with pytest.raises(BadGateway, match="ended its stream"):
         await events(backend, ask())
 
 
@@ -372,7 +380,7 @@ async def test_unreachable_upstream_names_its_url() -> None:
         port = probe.getsockname()[1]
     backend = AnthropicBackend("sk-operator", f"http://127.0.0.1:{port}", timeout=5)
 
-    with pytest.raises(InternalError, match=f"127.0.0.1:{port}/v1/messages"):
+    with pytest.raises(BadGateway, match=f"127.0.0.1:{port}/v1/messages"):
         await events(backend, ask())
     await backend.aclose()
 

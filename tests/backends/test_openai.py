@@ -21,6 +21,7 @@ from execbox.backends.base import (
 )
 from execbox.backends.openai import OpenAIBackend
 from execbox.errors import (
+    BadGateway,
     ExecboxError,
     InternalError,
     InvalidRequest,
@@ -322,7 +323,7 @@ async def test_unsupported_blocks_are_rejected_before_calling_upstream(
         (openai_error(400, "max_tokens is too large"), InvalidRequest, "max_tokens is too large"),
         (openai_error(401, "Incorrect API key"), InternalError, "rejected the server's API key"),
         (openai_error(429, "Rate limit reached"), RateLimited, "Rate limit reached"),
-        (openai_error(500, "The server had an error"), InternalError, "The server had an error"),
+        (openai_error(500, "The server had an error"), BadGateway, "The server had an error"),
         (openai_error(503, "Model is loading"), Overloaded, "Model is loading"),
         (json_reply(404, {"error": f'model "{MODEL}" not found, try pulling it first'}), NotFound, "not found"),
     ],
@@ -342,7 +343,7 @@ async def test_upstream_error_statuses(
     ("error", "raised"),
     [
         ({"object": "error", "message": "context too long", "type": "BadRequestError", "code": 400}, InvalidRequest),
-        ({"message": "The server had an error", "type": "server_error", "code": None}, InternalError),
+        ({"message": "The server had an error", "type": "server_error", "code": None}, BadGateway),
     ],
 )
 async def test_mid_stream_error_chunk(
@@ -357,7 +358,7 @@ async def test_mid_stream_error_chunk(
 async def test_stream_cut_short_is_an_error(backend: OpenAIBackend, upstream: FakeUpstream) -> None:
     upstream.add(openai_stream(openai_chunk({"content": "Hi"}), done=False))
 
-    with pytest.raises(InternalError, match="ended its stream"):
+    with pytest.raises(BadGateway, match="ended its stream"):
         await events(backend, ask())
 
 

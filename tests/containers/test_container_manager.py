@@ -60,6 +60,8 @@ async def test_live_containers_per_workspace_are_capped(make_manager: MakeManage
     with pytest.raises(TooManyContainers) as refused:
         await manager.create("ws")
     assert (refused.value.status, refused.value.details) == (429, {"error_code": "too_many_containers"})
+    ttl = (first.expires_at - first.created_at).total_seconds()
+    assert refused.value.retry_after is not None and 0 < refused.value.retry_after <= ttl + 1  # the first expiry
     assert len(manager.store.active()) == 2  # nothing was made for the refused one
     await manager.create("other")  # another workspace has its own allowance
     await manager.destroy("ws", first.id)

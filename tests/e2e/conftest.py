@@ -34,3 +34,8 @@ def expiring_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def keyed_url(request: pytest.FixtureRequest) -> str:
     return _url(request, "E2E_KEYED_URL")
+
+
+@pytest.fixture(scope="session")
+def short_batches_url(request: pytest.FixtureRequest) -> str:
+    return _url(request, "E2E_SHORT_BATCHES_URL")

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SDK1_PYTHON = ROOT / ".venv" / "sdk-1.1" / "bin" / "python"
 
 
-def test_sdk_calls_pass_with_anthropic_1_1(e2e_url: str, expiring_url: str, keyed_url: str) -> None:
+def test_sdk_calls_pass_with_anthropic_1_1(
+    e2e_url: str, expiring_url: str, keyed_url: str, short_batches_url: str
+) -> None:
     assert SDK1_PYTHON.exists(), f"{SDK1_PYTHON} is missing: run ./run.sh setup"
     version = subprocess.run(
         [SDK1_PYTHON, "-c", "import anthropic; print(anthropic.__version__)"],
@@ -24,7 +26,8 @@ def test_sdk_calls_pass_with_anthropic_1_1(e2e_url: str, expiring_url: str, keye
         check=True,
     )
     assert version.stdout.strip() == "1.1.0"
-    env = {**os.environ, "E2E_URL": e2e_url, "E2E_EXPIRING_URL": expiring_url, "E2E_KEYED_URL": keyed_url}
+    env = {**os.environ, "E2E_URL": e2e_url, "E2E_EXPIRING_URL": expiring_url, "E2E_KEYED_URL": keyed_url,
+           "E2E_SHORT_BATCHES_URL": short_batches_url}
     run = subprocess.run(
         [SDK1_PYTHON, "-m", "pytest", "tests/e2e/sdk_calls", "-q", "-p", "no:cacheprovider"],
         cwd=ROOT,

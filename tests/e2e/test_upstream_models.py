@@ -8,6 +8,7 @@ the loop fed the results back.
 from __future__ import annotations
 
 import json
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +27,7 @@ from tests.backends.fakes import (
     openai_error,
     openai_reply,
 )
-from tests.conftest import StartServer
+from tests.conftest import Server, StartServer, _free_port
 
 PYTHON_TOOL: Any = {"type": "code_execution_20250522", "name": "code_execution"}
 BASH_TOOL: Any = {"type": "code_execution_20250825", "name": "code_execution"}
@@ -45,6 +46,7 @@ class Upstream(ABC):
     model: str
     auth: tuple[str, str]  # the header carrying the operator's upstream key
     client: anthropic.Anthropic
+    server: Server
 
     def __init__(self, fake: FakeUpstream) -> None:
         self.fake = fake
@@ -128,7 +130,7 @@ class AnthropicUpstream(Upstream):
         return anthropic_reply({"type": "text", "text": text})
 
     def error(self, status: int, message: str) -> Reply:
-        return anthropic_error(status, ANTHROPIC_ERROR_TYPES[status], message)
+        return anthropic_error(status, ANTHROPIC_ERROR_TYPES.get(status, "api_error"), message)
 
     def tools(self, body: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
         return [(t["name"], t["description"], t["input_schema"]) for t in body["tools"]]
@@ -167,6 +169,7 @@ def upstream_server(request: pytest.FixtureRequest, start_server: StartServer) -
         upstream.client = anthropic.Anthropic(
             base_url=server.url, api_key=CALLER_KEY, max_retries=0, _strict_response_validation=True
         )
+        upstream.server = server
         yield upstream
         server.stop()
 
@@ -364,3 +367,34 @@ def test_a_rejected_upstream_key_is_the_servers_fault(upstream: Upstream) -> Non
     assert raised.value.status_code == 500
     message = raised.value.body["error"]["message"]  # type: ignore[index]
     assert "rejected the server's API key" in message and "invalid x-api-key" in message
+
+
+def _active_containers(server: Server) -> int:
+    with sqlite3.connect(server.data_dir / "execbox.db") as db:
+        return db.execute("SELECT count(*) FROM containers WHERE status = 'active'").fetchone()[0]
+
+
+@pytest.mark.parametrize("status", [500, 502])
+def test_a_failing_upstream_is_a_bad_gateway_and_frees_the_new_container(upstream: Upstream, status: int) -> None:
+    before = _active_containers(upstream.server)
+    upstream.add(upstream.error(status, "upstream broke"))
+    with pytest.raises(anthropic.InternalServerError) as raised:
+        ask(upstream, "Hello")
+    assert raised.value.status_code == 502 and raised.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    assert "upstream broke" in raised.value.body["error"]["message"]  # type: ignore[index]
+    assert _active_containers(upstream.server) == before, "the request's container was not left for its TTL"
+
+
+def test_an_unreachable_upstream_is_a_bad_gateway(start_server: StartServer) -> None:
+    closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens there: connection refused
+    server = start_server(env={"EXECBOX_ANTHROPIC_API_KEY": "sk-test", "EXECBOX_ANTHROPIC_BASE_URL": closed,
+                               "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"})
+    client = anthropic.Anthropic(base_url=server.url, api_key=CALLER_KEY, max_retries=0)
+    with pytest.raises(anthropic.InternalServerError) as raised:
+        client.messages.create(model="claude-opus-4-5-20251101", max_tokens=100, tools=[BASH_TOOL],
+                               messages=[{"role": "user", "content": "Hi"}])
+    assert raised.value.status_code == 502
+    assert "Cannot connect to the upstream model" in raised.value.body["error"]["message"]  # type: ignore[index]
+    assert _active_containers(server) == 0
+    assert "released container" in server.log_tail()
+    server.stop()

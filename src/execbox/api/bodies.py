@@ -9,6 +9,7 @@ at the first chunk past the cap.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -22,20 +23,24 @@ from starlette.requests import Request
 from execbox.errors import InvalidRequest, RequestTooLarge
 
 MAX_BODY_BYTES = 32 * 1000**2
+_PARSE_INLINE_BYTES = 256 * 1024  # larger bodies are parsed in a worker thread
 Params = TypeVar("Params", bound=BaseModel)
 
 
-async def read_params(request: Request, model: type[Params]) -> Params:
-    """The JSON body as ``model``: 413 past 32 MB, 400 (with the failing fields) if invalid."""
+async def read_params(request: Request, model: type[Params], max_bytes: int = MAX_BODY_BYTES) -> Params:
+    """The JSON body as ``model``: 413 past ``max_bytes`` (32 MB), 400 (with the failing fields)
+    if invalid. Large bodies are parsed in a worker thread, off the event loop."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise RequestTooLarge(f"Request body exceeds {MAX_BODY_BYTES} bytes.")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise RequestTooLarge(f"Request body exceeds {max_bytes} bytes.")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise RequestTooLarge(f"Request body exceeds {MAX_BODY_BYTES} bytes.")
+        if len(body) > max_bytes:
+            raise RequestTooLarge(f"Request body exceeds {max_bytes} bytes.")
     try:
+        if len(body) > _PARSE_INLINE_BYTES:
+            return await asyncio.to_thread(model.model_validate_json, bytes(body))
         return model.model_validate_json(bytes(body))
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from execbox.errors import ExecboxError, InternalError, InvalidRequest, NotFound, SandboxUnavailable, error_for_status
+from execbox.errors import (
+    DatabaseBusy,
+    ExecboxError,
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    OutOfDiskSpace,
+    SandboxUnavailable,
+    error_for_status,
+)
 
 log = logging.getLogger("execbox.api")
 
@@ -27,6 +38,8 @@ def error_response(err: ExecboxError, request: Request) -> JSONResponse:
     headers = {}
     if err.should_retry is not None:
         headers["x-should-retry"] = "true" if err.should_retry else "false"
+    if err.retry_after is not None:
+        headers["retry-after"] = str(err.retry_after)
     return JSONResponse(error_body(err, request_id), status_code=err.status, headers=headers)
 
 
@@ -79,6 +92,19 @@ def install_error_handlers(app: FastAPI) -> None:
             err = error_for_status(exc.status_code, str(exc.detail))
             err.status = exc.status_code  # e.g. 405 stays 405, with the nearest error type
         return error_response(err, request)
+
+    @app.exception_handler(sa.exc.OperationalError)
+    async def _database_error(request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
+        log.error("request %s: metadata database error: %s", getattr(request.state, "request_id", "?"),
+                  str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__)
+        return error_response(DatabaseBusy(), request)
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("request %s: out of disk space: %s", getattr(request.state, "request_id", "?"), exc)
+            return error_response(OutOfDiskSpace(), request)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

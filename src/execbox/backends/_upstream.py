@@ -16,6 +16,7 @@ import httpx
 
 from execbox.errors import (
     ERROR_TYPES,
+    BadGateway,
     ExecboxError,
     InternalError,
     Overloaded,
@@ -44,9 +45,9 @@ async def post_stream(
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout(f"The upstream model at {url} did not answer in time.") from exc
     except httpx.ConnectError as exc:
-        raise InternalError(f"Cannot connect to the upstream model at {url}: {exc}.") from exc
+        raise BadGateway(f"Cannot connect to the upstream model at {url}: {exc}.") from exc
     except httpx.HTTPError as exc:
-        raise InternalError(f"The connection to the upstream model at {url} failed: {exc!r}.") from exc
+        raise BadGateway(f"The connection to the upstream model at {url} failed: {exc!r}.") from exc
 
 
 async def post_json(
@@ -58,7 +59,7 @@ async def post_json(
     try:
         return json.loads(content)
     except ValueError as exc:
-        raise InternalError(f"The upstream model at {url} answered with invalid JSON.") from exc
+        raise BadGateway(f"The upstream model at {url} answered with invalid JSON.") from exc
 
 
 async def sse_json(response: httpx.Response) -> AsyncIterator[Any]:
@@ -74,7 +75,7 @@ async def sse_json(response: httpx.Response) -> AsyncIterator[Any]:
             try:
                 yield json.loads(text)
             except ValueError as exc:
-                raise InternalError(f"The upstream model at {response.url} sent a bad event: {text[:200]}") from exc
+                raise BadGateway(f"The upstream model at {response.url} sent a bad event: {text[:200]}") from exc
 
 
 def upstream_error(status: int, message: str, url: str) -> ExecboxError:
@@ -86,10 +87,12 @@ def upstream_error(status: int, message: str, url: str) -> ExecboxError:
         )
     if status >= 500:
         message = f"The upstream model at {url} failed ({status}): {message}"
-    if status == 503:
+    if status in (503, 529):
         return Overloaded(message)
-    if status == 408:
+    if status in (408, 504):
         return UpstreamTimeout(message)
+    if status >= 500:
+        return BadGateway(message)
     return error_for_status(status, message)
 
 

@@ -32,7 +32,7 @@ from execbox.backends.base import (
     TextDelta,
     TurnStop,
 )
-from execbox.errors import InternalError
+from execbox.errors import BadGateway
 
 API_VERSION = "2023-06-01"
 PASSTHROUGH = ("temperature", "top_p", "top_k", "metadata")
@@ -97,7 +97,7 @@ class AnthropicBackend:
                     yield event
                 if turn.stopped:
                     return
-        raise InternalError(f"The upstream model at {url} ended its stream before the end of the turn.")
+        raise BadGateway(f"The upstream model at {url} ended its stream before the end of the turn.")
 
     async def count_tokens(self, request: ModelRequest) -> int:
         answer = await post_json(

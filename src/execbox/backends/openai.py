@@ -30,7 +30,7 @@ from execbox.backends.base import (
     ToolSpec,
     TurnStop,
 )
-from execbox.errors import InternalError, InvalidRequest, error_for_status
+from execbox.errors import BadGateway, InvalidRequest, Overloaded, error_for_status
 
 PASSTHROUGH = ("temperature", "top_p", "top_k")
 FINISH_REASONS = {
@@ -85,7 +85,7 @@ class OpenAIBackend:
                 for event in completion.feed(chunk):
                     yield event
         if completion.finish_reason is None:
-            raise InternalError(f"The upstream model at {url} ended its stream before the end of the turn.")
+            raise BadGateway(f"The upstream model at {url} ended its stream before the end of the turn.")
         for event in completion.finish(estimate_tokens(messages, body.get("tools", []))):
             yield event
 
@@ -238,7 +238,9 @@ class _Completion:
             error = chunk["error"]
             status = error.get("code") if isinstance(error, dict) else None
             message = message_of(chunk) or "Upstream model error."
-            raise error_for_status(status, message) if isinstance(status, int) else InternalError(message)
+            if isinstance(status, int) and status < 500:
+                raise error_for_status(status, message)
+            raise Overloaded(message) if status in (503, 529) else BadGateway(message)
         self._usage = chunk.get("usage") or self._usage
         events: list[ModelEvent] = []
         for choice in chunk.get("choices") or []:
@@ -312,7 +314,7 @@ class _Completion:
         if self._tool is not None:
             tool, self._tool = self._tool, None
             if not tool.started:
-                raise InternalError("The upstream model called a tool without naming it.")
+                raise BadGateway("The upstream model called a tool without naming it.")
             if not tool.arguments.strip():
                 events.append(InputDelta("{}"))  # a call without arguments still gets a whole JSON value
             events.append(BlockStop())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -24,6 +25,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 import sqlalchemy as sa
 
 from execbox import metrics as metrics_module
+from execbox.containers.limits import ExecutionGate
 from execbox.containers.store import EXPIRED, ContainerRow, ContainerStore
 from execbox.db import utcnow
 from execbox.errors import (
@@ -41,6 +43,7 @@ from execbox.ids import new_id
 from execbox.metrics import Metrics
 from execbox.sandbox.errors import SessionLost
 from execbox.sandbox.types import Box, EditRequest, EditResult, Engine, ExecRequest, ExecResult, OutputFile
+from execbox.usage.store import UsageStore, container_seconds
 
 log = logging.getLogger("execbox.containers")
 
@@ -104,10 +107,11 @@ class ContainerManager:
         reaper_interval_s: float,
         max_containers: int = 1000,
         metrics: Metrics = metrics_module.NULL,
+        node: str | None = None,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
-        self.store = ContainerStore(database)
+        self.store = ContainerStore(database, node)  # sees only this node's containers
         self.files = files
         self.boxes_dir = boxes_dir
         self.ttl = timedelta(seconds=ttl_s)
@@ -120,11 +124,14 @@ class ContainerManager:
         self._deleting: set[str] = set()
         self._creating = asyncio.Lock()  # makes counting and inserting one step
         self._reaper: asyncio.Task[None] | None = None
+        self.gate: ExecutionGate | None = None  # concurrency quotas (set by the composition root)
+        self.usage: UsageStore | None = None  # metering (set by the composition root)
 
     async def start(self) -> None:
         """Start the engine, reopen surviving containers' disks and start the reaper."""
         self.boxes_dir.mkdir(parents=True, exist_ok=True)
         await self.engine.start()
+        await asyncio.to_thread(self.store.adopt_orphans)
         for row in await asyncio.to_thread(self.store.active):
             if row.expires_at <= utcnow():
                 await self._free(row)
@@ -155,7 +162,9 @@ class ContainerManager:
         """A new container; TooManyContainers if the workspace has ``max_containers`` live ones."""
         async with self._creating:
             if await asyncio.to_thread(self.store.count_active, workspace) >= self.max_containers:
-                raise TooManyContainers(self.max_containers)
+                soonest = await asyncio.to_thread(self.store.soonest_expiry, workspace)
+                wait = None if soonest is None else max(1, math.ceil((soonest - utcnow()).total_seconds()))
+                raise TooManyContainers(self.max_containers, retry_after=wait)
             now = utcnow()
             row = await asyncio.to_thread(self.store.insert, new_id("container"), workspace, now, now + self.ttl)
         box = self._box(row)
@@ -202,18 +211,23 @@ class ContainerManager:
 
     async def execute(self, workspace: str, container_id: str, request: ExecRequest) -> Execution:
         """Run code; refreshes the idle TTL. Serialised per container."""
-        async with self._using(workspace, container_id, touch=False) as (row, box):
+        async with self._slot(workspace), self._using(workspace, container_id, touch=False) as (row, box):
             with self._measured(request.kind) as measure:
                 result = await self._stoppable(row.id, self.engine.execute(box, request))
                 measure.done(_outcome(result), result.duration_s, result.path)
+            if result.return_code == 137 and not (result.timed_out or result.oom_killed):
+                result.stderr += ("" if not result.stderr or result.stderr.endswith("\n") else "\n") + (
+                    "[execbox: the execution was killed by SIGKILL, not by a limit of this sandbox]")
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
             # (held locked until now, the reaper skipped it; a cell waiting for tools counts when done)
             await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
+        if not result.tool_calls:
+            await self._meter(workspace, "execution", seconds=result.duration_s)
         return Execution(result, files)
 
     async def resume(self, workspace: str, container_id: str, results: dict[int, str]) -> Execution:
         """Continue a session cell that awaits client tools (``ExecResult.tool_calls``)."""
-        async with self._using(workspace, container_id, touch=False) as (row, box):
+        async with self._slot(workspace), self._using(workspace, container_id, touch=False) as (row, box):
             with self._measured("python") as measure:
                 try:
                     result = await self._stoppable(row.id, self.engine.resume(box, results))
@@ -222,14 +236,28 @@ class ContainerManager:
                 measure.done(_outcome(result), result.duration_s, result.path)
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
             await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
+        if not result.tool_calls:
+            await self._meter(workspace, "execution", seconds=result.duration_s)
         return Execution(result, files)
 
     async def edit(self, workspace: str, container_id: str, request: EditRequest) -> EditResult:
-        async with self._using(workspace, container_id) as (row, box):
+        async with self._slot(workspace), self._using(workspace, container_id) as (row, box):
             with self._measured("editor") as measure:
                 result = await self._stoppable(row.id, self.engine.edit(box, request))
                 measure.done("error" if result.error_code else "ok", path="bwrap")  # the editor runs in bwrap
-            return result
+        await self._meter(workspace, "execution")
+        return result
+
+    def _slot(self, workspace: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.gate.slot(workspace) if self.gate else contextlib.nullcontext()
+
+    async def _meter(self, workspace: str, kind: Any, **amounts: Any) -> None:
+        if self.usage is None:
+            return
+        try:
+            await asyncio.to_thread(self.usage.record, workspace, kind, **amounts)
+        except Exception:
+            log.exception("could not record %s usage of workspace %s", kind, workspace)
 
     @contextlib.contextmanager
     def _measured(self, tool: str) -> Iterator[_Measure]:
@@ -287,6 +315,7 @@ class ContainerManager:
                 row = await self._find(workspace, container_id, allow_expired=True)
                 if row.status != EXPIRED:
                     await self.engine.destroy_box(self._box(row))
+                    await self._meter(workspace, "container", seconds=container_seconds(row.created_at, utcnow()))
                 await asyncio.to_thread(self.store.delete, container_id)
                 self._locks.pop(container_id, None)
                 self._owners.pop(container_id, None)
@@ -400,6 +429,8 @@ class ContainerManager:
         await asyncio.to_thread(self.store.expire, row.id)
         self._locks.pop(row.id, None)
         self._owners.pop(row.id, None)
+        ended = min(row.expires_at, utcnow())
+        await self._meter(row.workspace, "container", seconds=container_seconds(row.created_at, ended), at=ended)
         return True
 
     def _lock(self, container_id: str) -> asyncio.Lock:

@@ -32,7 +32,11 @@ containers_table = sa.Table(
     sa.Column("last_used_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
     sa.Column("execution_seconds", sa.Float, nullable=False, default=0.0),  # total, for metering
+    sa.Column("node", sa.String(128), nullable=True, index=True),  # the server whose disk holds the box
 )
+
+
+_ROW_COLUMNS = [column for column in containers_table.c if column.name != "node"]
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,30 @@ class ContainerRow:
 
 
 class ContainerStore:
-    """Reads and writes container rows."""
+    """Reads and writes container rows.
 
-    def __init__(self, engine: sa.Engine) -> None:
+    With a ``node``, the store sees only that server's containers (servers sharing one
+    database each own the boxes on their disks): lookups, start-up, expiry and purges skip
+    the others'. Counts per workspace and uids span every node: a workspace's quota is one,
+    and two servers on one host must never give two boxes the same uid.
+    """
+
+    def __init__(self, engine: sa.Engine, node: str | None = None) -> None:
         self.engine = engine
+        self.node = node
         self._insert_lock = threading.Lock()
+
+    def adopt_orphans(self) -> int:
+        """Rows written before containers had a node become this node's."""
+        if self.node is None:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(
+                containers_table.update().where(containers_table.c.node.is_(None)).values(node=self.node)
+            ).rowcount
+
+    def _mine(self) -> list[sa.ColumnElement[bool]]:
+        return [] if self.node is None else [containers_table.c.node == self.node]
 
     def insert(self, container_id: str, workspace: str, now: datetime, expires_at: datetime) -> ContainerRow:
         """Add an active container with the lowest free host uid."""
@@ -65,6 +88,7 @@ class ContainerStore:
                         containers_table.insert().values(
                             id=container_id, workspace=workspace, uid=uid, status=ACTIVE,
                             created_at=now, last_used_at=now, expires_at=expires_at, execution_seconds=0.0,
+                            node=self.node,
                         )
                     )
                 return ContainerRow(container_id, workspace, uid, ACTIVE, now, now, expires_at, 0.0)
@@ -74,11 +98,13 @@ class ContainerStore:
 
     def get(self, container_id: str) -> ContainerRow | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(containers_table).where(containers_table.c.id == container_id)).first()
+            row = conn.execute(
+                sa.select(*_ROW_COLUMNS).where(containers_table.c.id == container_id, *self._mine())
+            ).first()
         return None if row is None else ContainerRow(**row._mapping)
 
     def active(self) -> list[ContainerRow]:
-        return self._select(containers_table.c.status == ACTIVE)
+        return self._select(containers_table.c.status == ACTIVE, *self._mine())
 
     def count_active(self, workspace: str) -> int:
         c = containers_table.c
@@ -94,7 +120,9 @@ class ContainerStore:
         ``before_id`` (newer). None when the cursor is no container of the workspace (a
         container that expired since still works as a cursor)."""
         c = containers_table.c
-        query = sa.select(containers_table).where(c.workspace == workspace, c.status == ACTIVE, c.expires_at > now)
+        query = sa.select(*_ROW_COLUMNS).where(
+            c.workspace == workspace, c.status == ACTIVE, c.expires_at > now, *self._mine()
+        )
         cursor_id = after_id or before_id
         with self.engine.connect() as conn:
             if cursor_id is not None:
@@ -118,10 +146,18 @@ class ContainerStore:
             query = sa.select(sa.func.count()).select_from(containers_table)
             return conn.execute(query.where(containers_table.c.status == ACTIVE)).scalar_one()
 
+    def soonest_expiry(self, workspace: str) -> datetime | None:
+        """When the workspace's first live container expires (any node)."""
+        c = containers_table.c
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.min(c.expires_at)).where(c.workspace == workspace, c.status == ACTIVE)
+            ).scalar_one_or_none()
+
     def due(self, now: datetime) -> list[ContainerRow]:
         """Active containers whose expiry time has passed."""
         c = containers_table.c
-        return self._select(c.status == ACTIVE, c.expires_at <= now)
+        return self._select(c.status == ACTIVE, c.expires_at <= now, *self._mine())
 
     def touch(self, container_id: str, now: datetime, expires_at: datetime, execution_seconds: float = 0.0) -> None:
         """Record a use: last-use time, new expiry, and execution time to add."""
@@ -152,12 +188,12 @@ class ContainerStore:
         c = containers_table.c
         with self.engine.begin() as conn:
             return conn.execute(
-                containers_table.delete().where(c.status == EXPIRED, c.expires_at < expired_before)
+                containers_table.delete().where(c.status == EXPIRED, c.expires_at < expired_before, *self._mine())
             ).rowcount
 
     def _select(self, *where: sa.ColumnElement[bool]) -> list[ContainerRow]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(containers_table).where(*where).order_by(containers_table.c.created_at))
+            rows = conn.execute(sa.select(*_ROW_COLUMNS).where(*where).order_by(containers_table.c.created_at))
             return [ContainerRow(**row._mapping) for row in rows]
 
 

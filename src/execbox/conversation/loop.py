@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import time
@@ -59,7 +60,14 @@ from execbox.conversation.results import ERROR_CODES, edit_block, error_block, e
 from execbox.conversation.thread_store import ThreadStore
 from execbox.conversation.threads import Threads, ThreadTurn
 from execbox.conversation.tools import SERVER_TOOLS, InvalidToolInput, sandbox_request, server_tools
-from execbox.errors import ContainerExpired, ExecboxError, FileNotFound, InvalidRequest, LegacyContainerExpired
+from execbox.errors import (
+    ContainerExpired,
+    ExecboxError,
+    FileNotFound,
+    InvalidRequest,
+    LegacyContainerExpired,
+    RateLimited,
+)
 from execbox.files.store import FileStore, safe_filename
 from execbox.ids import new_id
 from execbox.metrics import Metrics
@@ -87,6 +95,7 @@ from execbox.protocol.messages import (
 from execbox.protocol.messages import TextDelta as TextDeltaWire
 from execbox.sandbox.types import WORKSPACE, EditRequest, ExecRequest
 from execbox.settings import Settings
+from execbox.usage.store import UsageStore
 
 log = logging.getLogger("execbox.messages")
 
@@ -168,6 +177,7 @@ class Conversation:
         self.programmatic = ProgrammaticCalls()
         self.threads = Threads(threads, enabled=settings.message_threads, ttl_s=settings.thread_ttl)
         self.metrics = metrics
+        self.usage: UsageStore | None = None  # metering (set by the composition root)
 
     async def start(self, params: MessageCreateParams, workspace: str) -> Turn:
         """Check the request and prepare its container; raises before any output is produced.
@@ -202,6 +212,7 @@ class Conversation:
         if isinstance(params.container, ContainerParam) and params.container.skills:
             raise InvalidRequest("container.skills: skills are not supported by this server.")
         records = [await asyncio.to_thread(self.files.get, workspace, file_id) for file_id in uploads]
+        created = not params.container_id
         if params.container_id:
             try:
                 container = await self.containers.get(workspace, params.container_id)
@@ -212,10 +223,17 @@ class Conversation:
         else:
             container = await self.containers.create(workspace)
         logs.bind(container_id=container.id)
-        paths = await asyncio.to_thread(self._earlier_upload_paths, workspace, history)
-        for record in records:
-            paths[record.id] = f"{WORKSPACE}/{await self.containers.upload(workspace, container.id, record)}"
-        return Turn(self, params, workspace, backend, with_upload_notes(history, paths), container, raw_history=history)
+        try:
+            paths = await asyncio.to_thread(self._earlier_upload_paths, workspace, history)
+            for record in records:
+                paths[record.id] = f"{WORKSPACE}/{await self.containers.upload(workspace, container.id, record)}"
+        except BaseException:
+            if created:
+                await _release(self.containers, workspace, container.id)
+            raise
+        turn = Turn(self, params, workspace, backend, with_upload_notes(history, paths), container, raw_history=history)
+        turn.created_container = created
+        return turn
 
     def _earlier_upload_paths(self, workspace: str, history: list[dict[str, Any]]) -> dict[str, str]:
         """Where the files of earlier turns' uploads went (those still in the Files API)."""
@@ -256,6 +274,7 @@ class Turn:
         # made-up id would grow the server's memory without bound.
         listed = {info.id for info in conversation.backends.models()}
         self._model_label = params.model if params.model in listed else "other"
+        self._usage = conversation.usage
         self.params = params
         self.workspace = workspace
         self.backend = backend
@@ -266,6 +285,7 @@ class Turn:
             model=params.model,
             container=ContainerInfo(id=container.id, expires_at=container.expires_at) if container else None,
         )
+        self.created_container = False  # this request created ``container``
         self.model_calls = 0
         self.executions = 0
         self.prompt_tokens = 0  # the first model call's input tokens, when known early
@@ -306,7 +326,14 @@ class Turn:
                 usage=message.usage,
             )
             yield MessageStopEvent()
+        except BaseException:
+            # A turn that failed (an upstream model down, a cancelled request) before any code
+            # ran leaves nothing in the container it created: free it now, not at its TTL.
+            if self.created_container and self.executions == 0 and self.container is not None:
+                await asyncio.shield(_release(self._containers, self.workspace, self.container.id))
+            raise
         finally:
+            self._meter_tokens()
             if self.thread is not None:
                 await self.thread.finish()
             self._metrics.messages.labels(self._model_label, message.stop_reason or "error").inc()
@@ -320,6 +347,21 @@ class Turn:
                 message.stop_reason or "error",
                 self.container.id if self.container else None,
             )
+
+    def _meter_tokens(self) -> None:
+        """Record the tokens of every model call made, even if the turn then failed (in a worker
+        thread, without waiting: this runs while the turn's generator closes)."""
+        usage = self.message.usage
+        if self._usage is None or not self.model_calls or not (usage.input_tokens or usage.output_tokens):
+            return
+        record = functools.partial(
+            self._usage.record, self.workspace, "tokens", model=self.params.model,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        )
+        future = asyncio.get_running_loop().run_in_executor(None, record)
+        future.add_done_callback(
+            lambda f: f.cancelled() or f.exception() is None or log.error("could not record tokens: %s", f.exception())
+        )
 
     def _message_start(self) -> MessageStartEvent:
         usage = Usage(input_tokens=self.prompt_tokens)
@@ -503,6 +545,8 @@ class Turn:
                 execution = await self._containers.execute(self.workspace, self.container.id, request)
         except ContainerExpired:
             return error_block(name, tool_use_id, ERROR_CODES[names]["expired"])
+        except RateLimited:
+            raise  # over the workspace's execution quota: the caller gets 429 and retry-after
         except ExecboxError as exc:
             log.warning("%s in %s failed: %s", name, self.container.id, exc.message)
             return error_block(name, tool_use_id, "unavailable")
@@ -549,6 +593,14 @@ class Turn:
         except ExecboxError:
             return
         self.message.container = ContainerInfo(id=container.id, expires_at=container.expires_at)
+
+
+async def _release(containers: ContainerManager, workspace: str, container_id: str) -> None:
+    try:
+        await containers.destroy(workspace, container_id)
+        log.info("released container %s: its request failed before any code ran", container_id)
+    except Exception:
+        log.exception("could not release container %s", container_id)
 
 
 def _check_open_calls(history: list[dict[str, Any]], tools: list[ToolSpec]) -> None:

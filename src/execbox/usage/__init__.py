@@ -1,0 +1,1 @@
+"""Metering: usage events per workspace and the reports over them."""
