@@ -21,6 +21,16 @@ TEST_LIMITS = Limits(
     output_bytes=64 * 1024,
     output_file_bytes=1024 * 1024,
 )
+# Forks until the pids limit refuses; prints how many children it made and the errno.
+FORK_BOMB = (
+    "import errno, os, time\n"
+    "children = 0\n"
+    "try:\n"
+    "    while True:\n"
+    "        if os.fork() == 0:\n            time.sleep(60)\n            os._exit(0)\n"
+    "        children += 1\n"
+    "except OSError as e:\n    print(children, errno.errorcode[e.errno])\n"
+)
 MakeBox = Callable[..., Awaitable[Box]]
 EngineWith = Callable[[Limits], Awaitable[Engine]]
 Run = Callable[..., Awaitable[ExecResult]]

@@ -20,7 +20,7 @@ from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.forkengine import SESSION_RESTARTED, SESSION_UNAVAILABLE, ForkEngine
 from execbox.sandbox.types import Box, ExecRequest
 from tests.sandbox.conftest import MISSING
-from tests.sandbox.sandbox_support import TEST_LIMITS, MakeBox, Run, drained, host_pids_of
+from tests.sandbox.sandbox_support import FORK_BOMB, TEST_LIMITS, MakeBox, Run, drained, host_pids_of
 
 pytestmark = pytest.mark.sandbox
 
@@ -97,16 +97,7 @@ async def test_a_memory_bomb_in_a_kernel_is_contained(engine: ForkEngine, box: B
 
 
 async def test_a_fork_bomb_in_a_kernel_is_contained(engine: ForkEngine, box: Box, run: Run) -> None:
-    code = (
-        "import errno, os, time\n"
-        "children = 0\n"
-        "try:\n"
-        "    while True:\n"
-        "        if os.fork() == 0:\n            time.sleep(60)\n            os._exit(0)\n"
-        "        children += 1\n"
-        "except OSError as e:\n    print(children, errno.errorcode[e.errno])\n"
-    )
-    bomb = await cell(run, box, code)
+    bomb = await cell(run, box, FORK_BOMB)
     children, error = bomb.stdout.split()
     assert error == "EAGAIN" and int(children) < TEST_LIMITS.pids
     # The cell's processes ended with it; only the kernel itself is left in the box.

@@ -12,7 +12,7 @@ from execbox.errors import InvalidRequest
 from execbox.sandbox.bwrap import BwrapEngine, read_capped
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box
-from tests.sandbox.sandbox_support import TEST_LIMITS, Run, drained, host_pids_of
+from tests.sandbox.sandbox_support import FORK_BOMB, TEST_LIMITS, Run, drained, host_pids_of
 
 pytestmark = pytest.mark.sandbox
 
@@ -57,16 +57,7 @@ async def test_cpu_quota_holds_two_busy_processes_to_one_cpu(box: Box, run: Run)
 
 
 async def test_fork_bomb_is_contained(box: Box, run: Run) -> None:
-    code = (
-        "import errno, os, time\n"
-        "children = 0\n"
-        "try:\n"
-        "    while True:\n"
-        "        if os.fork() == 0:\n            time.sleep(60)\n            os._exit(0)\n"
-        "        children += 1\n"
-        "except OSError as e:\n    print(children, errno.errorcode[e.errno])\n"
-    )
-    result = await run(box, code)
+    result = await run(box, FORK_BOMB)
     children, error = result.stdout.split()
     assert error == "EAGAIN"
     assert int(children) < TEST_LIMITS.pids
