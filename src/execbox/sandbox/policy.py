@@ -38,8 +38,29 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 SHM_BYTES = 64 * 1024**2
 # Read-write directories of the container, as (path inside, Box attribute).
 CONTAINER_DIRS = ((WORKSPACE, "workspace"), (SANDBOX_TMP, "tmp"), (OUTPUT_DIR, "outputs"))
-# Host kernel information a sandbox has no business reading (covered by empty mounts).
-MASKED_PATHS: tuple[str, ...] = ()
+# Host-wide /proc entries hidden inside the sandbox (covered by empty mounts: a
+# read-only empty tmpfs over a directory, /dev/null over a file). The first four show
+# other containers' disks live (each loop device's ext4 state, I/O counters and size);
+# the rest identify or describe the host (boot, kernel command line and configuration,
+# keys, timers, kernel memory). Entries this kernel lacks are skipped.
+MASKED_PATHS: tuple[str, ...] = (
+    "/proc/fs",
+    "/proc/diskstats",
+    "/proc/partitions",
+    "/proc/swaps",
+    "/proc/cmdline",
+    "/proc/config.gz",
+    "/proc/sys/kernel/random/boot_id",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/key-users",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/scsi",
+)
 # BLAS libraries start one spinning thread per host core unless told; under a CPU quota
 # those threads only fight each other (measured: +75 ms on a numpy-heavy run at 1 CPU).
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -96,8 +117,8 @@ def bwrap_args(
     - ``/outputs`` read-write: the box's ``outputs`` dir, emptied before every execution
       (when given);
     - ``/run/execbox/<name>`` read-only: the bytes of each fd in ``run_files``;
-    - ``/proc`` for the new pid namespace; ``/dev`` minimal (null, zero, full, random,
-      urandom, tty, shm, pts); no ``/sys``.
+    - ``/proc`` for the new pid namespace, with ``MASKED_PATHS`` hidden; ``/dev``
+      minimal (null, zero, full, random, urandom, tty, shm, pts); no ``/sys``.
 
     Environment: cleared, then ``sandbox_env``. Seccomp: the filter at ``seccomp_fd``.
     """
@@ -125,7 +146,10 @@ def bwrap_args(
     if outputs is not None:
         args += ["--bind", str(outputs), OUTPUT_DIR]
     for path in MASKED_PATHS:
-        args += ["--tmpfs", path, "--remount-ro", path] if path in masked_dirs else ["--ro-bind", "/dev/null", path]
+        if path in masked_dirs:
+            args += ["--perms", "0555", "--tmpfs", path, "--remount-ro", path]
+        elif os.path.exists(path):  # what this kernel lacks needs no mask (and cannot take one)
+            args += ["--ro-bind", "/dev/null", path]
     for name, fd in run_files.items():
         args += ["--ro-bind-data", str(fd), f"{RUN_DIR}/{name}"]
     args += ["--remount-ro", "/", "--chdir", WORKSPACE, "--clearenv"]
