@@ -22,7 +22,7 @@ READ_ALL = (
     "out = {}\n"
     "for path in PATHS:\n"
     "    try:\n"
-    "        out[path] = sorted(os.listdir(path)) if os.path.isdir(path) else open(path, 'rb').read().decode(errors='replace')\n"
+    "        out[path] = sorted(os.listdir(path)) if os.path.isdir(path) else open(path, 'rb').read(4096).decode(errors='replace')\n"
     "    except OSError as e:\n"
     "        out[path] = 'error: ' + e.strerror\n"
     "print(json.dumps(out))\n"
