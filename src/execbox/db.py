@@ -6,6 +6,7 @@ Each store module declares its own tables on ``metadata``; ``create_tables`` cre
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -49,6 +50,7 @@ def connect(url: str, busy_timeout_s: float = 30.0) -> Engine:
     """Open the database at ``url``. On SQLite a writer waits up to ``busy_timeout_s`` for
     another's lock, then fails (``OperationalError``, answered as 529 ``database_busy``)."""
     if url.startswith("sqlite"):
+        _private_sqlite_file(sa.engine.make_url(url).database)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s})
 
         @sa.event.listens_for(engine, "connect")
@@ -61,6 +63,19 @@ def connect(url: str, busy_timeout_s: float = 30.0) -> Engine:
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
     return engine
+
+
+def _private_sqlite_file(database: str | None) -> None:
+    """Create the SQLite file (and make an existing one) readable by root only. SQLite
+    gives its -wal and -shm files the database file's mode."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.chmod(database + suffix, 0o600)
+        except FileNotFoundError:
+            pass
 
 
 def create_tables(engine: Engine) -> None:

@@ -71,6 +71,8 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> "Services":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Sandboxes (each its own uid) must traverse it to their disks; nobody may list it.
+        settings.data_dir.chmod(0o711)
         database = db.connect(settings.database, busy_timeout_s=settings.database_busy_timeout)
         db.create_tables(database)
         if settings.database_url is None:

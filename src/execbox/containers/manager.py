@@ -130,6 +130,7 @@ class ContainerManager:
     async def start(self) -> None:
         """Start the engine, reopen surviving containers' disks and start the reaper."""
         self.boxes_dir.mkdir(parents=True, exist_ok=True)
+        self.boxes_dir.chmod(0o711)  # every box uid traverses it to its own disk; nobody lists it
         await self.engine.start()
         await asyncio.to_thread(self.store.adopt_orphans)
         for row in await asyncio.to_thread(self.store.active):

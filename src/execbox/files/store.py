@@ -118,7 +118,9 @@ class FileStore:
         self.root = root
         self.max_size = max_size
         self.staging_dir = root / ".staging"
-        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        self.staging_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for private in (root, self.staging_dir):  # the server's alone: no sandbox needs them
+            private.chmod(0o700)
         self._seq_lock = threading.Lock()
         self._last_seq = 0
         self._remove_stale_staging()
@@ -150,7 +152,7 @@ class FileStore:
             )
         file_id = new_id("file")
         blob = self._blob(file_id)
-        blob.parent.mkdir(exist_ok=True)
+        blob.parent.mkdir(mode=0o700, exist_ok=True)
         size = self._move_in(source, blob) if isinstance(source, Path) else self._copy_in(source, blob)
         now = utcnow()
         record = FileRecord(
@@ -304,6 +306,7 @@ class FileStore:
         if size > self.max_size:
             raise RequestTooLarge(f"File exceeds the maximum size of {self.max_size} bytes.")
         try:
+            os.chmod(source, 0o600)
             os.replace(source, blob)
         except OSError:  # another filesystem: copy through the staging directory
             with source.open("rb") as stream:

@@ -19,6 +19,7 @@ import asyncio
 import errno
 import logging
 import os
+from pathlib import Path
 
 from execbox.errors import Overloaded, SandboxUnavailable
 from execbox.sandbox import fsutil
@@ -72,19 +73,37 @@ def _exhausted(exc: OSError | SandboxUnavailable) -> bool:
     return any(message in exc.message for message in EXHAUSTED_MESSAGES)
 
 
+def _private(box: Box, path: Path) -> None:
+    """``path`` root's, traversable by the box's group (its uid's own group) and nobody else."""
+    os.chown(path, 0, box.uid)
+    os.chmod(path, 0o710)
+
+
+def secure(box: Box) -> None:
+    """Owners and modes of the box's host files: the box uid (bwrap) may traverse its own
+    root and mount point to its directories, no other uid may enter them, and its disk
+    image is root's alone. Applied at creation and on every (re)open."""
+    for path in (box.root, box.mount):
+        if path.is_dir():
+            _private(box, path)
+    for image in (box.image, box.image.with_name(box.image.name + ".partial")):
+        if image.exists():
+            os.chmod(image, 0o600)
+
+
 async def _create(box: Box, size_bytes: int, loop: bool) -> None:
     box.root.mkdir(parents=True, exist_ok=True)
-    os.chmod(box.root, 0o711)  # the box uid (bwrap) must traverse it, nobody may list it
+    _private(box, box.root)
     box.mount.mkdir(exist_ok=True)
     if loop and not box.image.exists():
         partial = box.image.with_name(box.image.name + ".partial")
-        with open(partial, "wb") as fh:
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600), "wb") as fh:
             fh.truncate(size_bytes)
         await _run(*MKFS, str(partial))
         os.replace(partial, box.image)
     if loop:
         await mount(box)
-    os.chmod(box.mount, 0o711)
+    secure(box)
     for d in (box.workspace, box.tmp, box.outputs):
         d.mkdir(exist_ok=True)
         os.chown(d, box.uid, box.uid)
@@ -109,6 +128,7 @@ async def mount(box: Box) -> None:
     if box.image.exists() and not is_mounted(box):
         box.mount.mkdir(exist_ok=True)
         await _run("mount", "-o", MOUNT_OPTIONS, str(box.image), str(box.mount))
+        secure(box)
 
 
 async def unmount(box: Box) -> None:

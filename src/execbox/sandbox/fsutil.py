@@ -275,7 +275,7 @@ def collect_outputs(source: Path, staging: Path, limits: Limits) -> tuple[list[O
                     found.append(OutputFile(display_name(name), st.st_size, None, too_large=True))
                     continue
                 target = staging / uuid.uuid4().hex
-                with open(target, "xb") as dst:
+                with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as dst:
                     shutil.copyfileobj(src, dst, 1024 * 1024)
                 size = target.stat().st_size
                 budget -= size

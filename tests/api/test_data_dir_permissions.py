@@ -1,0 +1,90 @@
+"""Tenant data on the host: as an unprivileged host user (nobody) or as another
+container's uid, nothing under the server's data directory can be read or listed.
+
+A real server writes every kind of tenant data (disk images, uploads, generated files,
+the database); then every file and directory under its data directory is probed with
+the rights of the other uid, from a process of that uid (``setpriv``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+NOBODY = 65534
+
+PROBE = r"""
+import json, os, sys
+readable = []
+for path in json.load(sys.stdin):
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, "rb") as f:
+                f.read(1)
+        readable.append(path)
+    except OSError:
+        pass
+print(json.dumps(readable))
+"""
+
+
+def readable_as(uid: int, paths: list[Path]) -> list[str]:
+    """The paths that a process of ``uid`` (and its own group, no others) can read or list."""
+    result = subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable, "-I", "-c", PROBE],
+        input=json.dumps([str(p) for p in paths]), capture_output=True, text=True, check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def everything_under(root: Path, skip: Path | None = None) -> list[Path]:
+    found = [root]
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if skip is not None and (here == skip or skip in here.parents):
+            continue
+        found += [here / name for name in dirnames + filenames]
+    return found
+
+
+@pytest.fixture(scope="module")
+def tenant_data(start_server):
+    server = start_server()
+    with httpx.Client(base_url=server.url, headers={"x-api-key": "k"}, timeout=120) as client:
+        upload = client.post("/v1/files", files={"file": ("secret.txt", b"uploaded secret", "text/plain")})
+        assert upload.status_code == 200, upload.text
+        ids = [client.post("/v1/containers").json()["id"] for _ in range(2)]
+        for container_id in ids:
+            run = client.post(f"/v1/containers/{container_id}/exec", json={
+                "command": "echo workspace secret > /workspace/s.txt; echo output secret > $OUTPUT_DIR/o.txt"})
+            assert run.status_code == 200 and run.json()["files"][0]["file_id"], run.text
+    yield server, ids
+
+
+@pytest.mark.sandbox
+def test_nobody_reads_nothing_of_the_data_directory(tenant_data) -> None:
+    server, _ = tenant_data
+    paths = everything_under(server.data_dir)
+    assert any(p.name == "disk.img" for p in paths) and any(p.name == "execbox.db" for p in paths)
+    assert len([p for p in paths if p.parent.parent.name == "files"]) >= 3  # the upload and two outputs
+    assert readable_as(NOBODY, paths) == []
+
+
+@pytest.mark.sandbox
+def test_a_container_uid_reads_nothing_of_another_container(tenant_data) -> None:
+    server, (mine, theirs) = tenant_data
+    boxes = server.data_dir / "containers"
+    my_uid = (boxes / mine / "mnt" / "workspace").stat().st_uid
+    readable = readable_as(my_uid, everything_under(server.data_dir, skip=boxes / mine))
+    # Its own box is the only thing it may reach: everything else is closed to it, down to
+    # the listing of the directories it traverses.
+    assert readable == []
+    assert readable_as(my_uid, [boxes / mine / "mnt" / "workspace" / "s.txt"]) != []  # the probe works
