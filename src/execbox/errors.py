@@ -217,6 +217,16 @@ class OutOfDiskSpace(Overloaded):
                          error_code="out_of_disk_space")
 
 
+class StorageQuotaExceeded(InvalidRequest):
+    """The workspace's files would exceed its storage quota (``workspace_storage_quota``)."""
+
+    def __init__(self, used: int, size: int, quota: int) -> None:
+        super().__init__(
+            f"This workspace's files would exceed its storage quota: {used} of {quota} bytes are in use "
+            f"and this file has {size}. Delete files to make room.",
+        )
+
+
 class SandboxUnavailable(ExecboxError):
     """The host cannot run sandboxes as configured (missing isolation feature, runtime not built)."""
 

@@ -51,6 +51,7 @@ def limits_from(settings: Settings) -> Limits:
         output_bytes=settings.output_limit,
         output_file_bytes=settings.output_file_limit,
         output_files=settings.output_files_limit,
+        output_total_bytes=settings.output_files_total_limit,
     )
 
 
@@ -78,7 +79,10 @@ class Services:
         if settings.database_url is None:
             restrict_database(settings.data_dir / "execbox.db")
         metrics = Metrics()
-        files = FileStore(database, settings.data_dir / "files", max_size=settings.max_upload_size)
+        files = FileStore(
+            database, settings.data_dir / "files", max_size=settings.max_upload_size,
+            quota_bytes=settings.workspace_storage_quota, generated_ttl_s=settings.generated_file_ttl,
+        )
         engine: BwrapEngine
         if settings.fork_server:
             engine = ForkEngine(

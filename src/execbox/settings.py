@@ -129,6 +129,10 @@ class Settings(BaseSettings):
         100, description="Files returned from `$OUTPUT_DIR` per execution (the first by name); a note on stderr "
         "counts the rest."
     )
+    output_files_total_limit: Size = Field(
+        500 * 1024**2, description="Bytes of output files stored per execution, each counted at its apparent "
+        "size (a sparse file counts in full); files past it give `output_file_too_large`."
+    )
     container_ttl: float = Field(3600.0, description="Seconds until an unused container expires.")
     container_expiry: Literal["idle", "created"] = Field(
         "idle", description="Measure the TTL from the last use (`idle`) or from creation (`created`)."
@@ -211,6 +215,14 @@ class Settings(BaseSettings):
     )
     thread_ttl: float = Field(
         300.0, description="Seconds a thread's latest response can be continued; each stored response restarts it."
+    )
+    workspace_storage_quota: Size = Field(
+        10 * 1024**3, description="Bytes of Files API content a workspace may hold (uploads and generated files, "
+        "apparent sizes): beyond it an upload answers 400 and output files are not stored. 0: no quota."
+    )
+    generated_file_ttl: float = Field(
+        7 * 24 * 3600.0, description="Seconds a generated file is kept; then the reaper deletes its content "
+        "(metadata stays listable 30 days). 0: until deleted."
     )
     batch_workers: int = Field(
         4, ge=0, description="Batch requests run at the same time in the background (0: batches are accepted "

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from execbox import db
-from execbox.errors import FileExpired, FileNotFound, InvalidRequest, RequestTooLarge
+from execbox.errors import FileExpired, FileNotFound, InvalidRequest, RequestTooLarge, StorageQuotaExceeded
 from execbox.files.store import FileStore, files_table, safe_filename
 
 
@@ -178,3 +178,47 @@ def test_metadata_survives_a_new_store(store: FileStore) -> None:
     file_id = upload(store, data=b"kept")
     again = FileStore(store.engine, store.root, max_size=1000)
     assert again.path("ws", file_id).read_bytes() == b"kept"
+
+
+@pytest.fixture
+def quota_store(database_url: str, tmp_path: Path) -> Iterator[FileStore]:
+    engine = db.connect(database_url)
+    db.create_tables(engine)
+    yield FileStore(engine, tmp_path / "files", max_size=1000, quota_bytes=2500, generated_ttl_s=3600)
+    engine.dispose()
+
+
+def test_a_workspace_cannot_store_past_its_quota(quota_store: FileStore, tmp_path: Path) -> None:
+    first = upload(quota_store, data=b"x" * 1000)
+    upload(quota_store, data=b"x" * 1000)
+    with pytest.raises(StorageQuotaExceeded) as refused:
+        upload(quota_store, data=b"x" * 1000)
+    assert refused.value.status == 400 and "2000 of 2500 bytes" in refused.value.message
+    # A generated file counts at its apparent size: a sparse one in full.
+    sparse = tmp_path / "sparse.bin"
+    with sparse.open("wb") as f:
+        f.truncate(900)
+    with pytest.raises(StorageQuotaExceeded):
+        quota_store.create("ws", "out.bin", sparse, downloadable=True)
+    assert quota_store.used_bytes("ws") == 2000
+    assert len(list((tmp_path / "files").glob("??/*"))) == 2  # nothing left behind by a refusal
+    quota_store.create("other", "a.csv", io.BytesIO(b"x" * 1000))  # another workspace's own quota
+    quota_store.delete("ws", first)
+    upload(quota_store, data=b"x" * 1000)  # deleting made room
+
+
+def test_generated_files_expire_and_are_purged(quota_store: FileStore, tmp_path: Path) -> None:
+    staged = tmp_path / "out.txt"
+    staged.write_bytes(b"result")
+    generated = quota_store.create("ws", "out.txt", staged, downloadable=True)
+    uploaded = quota_store.get("ws", upload(quota_store))
+    assert uploaded.expires_at is None
+    assert generated.expires_at is not None
+    assert timedelta(minutes=59) < generated.expires_at - generated.created_at <= timedelta(hours=1)
+    with quota_store.engine.begin() as conn:  # an hour later
+        conn.execute(files_table.update().where(files_table.c.id == generated.id)
+                     .values(expires_at=generated.created_at))
+    assert quota_store.purge_expired() == 1
+    with pytest.raises(FileExpired):
+        quota_store.path("ws", generated.id)
+    assert quota_store.used_bytes("ws") == uploaded.size_bytes  # purged content no longer counts

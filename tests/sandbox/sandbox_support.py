@@ -20,6 +20,7 @@ TEST_LIMITS = Limits(
     timeout_s=10.0,  # generous for imports on a loaded machine; timeout tests pass their own
     output_bytes=64 * 1024,
     output_file_bytes=1024 * 1024,
+    output_total_bytes=4 * 1024 * 1024,
 )
 # Forks until the pids limit refuses; prints how many children it made and the errno.
 FORK_BOMB = (

@@ -121,12 +121,48 @@ def test_output_collection_is_capped_in_count_and_bytes(tmp_path: Path) -> None:
     source.mkdir()
     for name in ("e", "c", "a", "d", "b"):
         (source / name).write_bytes(b"x" * 600)
-    files, left_out = fsutil.collect_outputs(source, staging, Limits(output_files=3, disk_bytes=1000))
+    files, left_out = fsutil.collect_outputs(source, staging, Limits(output_files=3, output_total_bytes=1000))
     assert [(f.filename, f.size_bytes, f.too_large) for f in files] == [
         ("a", 600, False), ("b", 600, True), ("c", 600, True)  # past the 1000 bytes copied in total
     ]
     assert left_out == 2
     assert files[0].staged is not None and os.listdir(staging) == [files[0].staged.name]
+
+
+@pytest.mark.sandbox
+async def test_sparse_output_files_cost_the_host_what_they_cost_the_box(engine: BwrapEngine, box: Box,
+                                                                         run: Run) -> None:
+    # The attack: files that allocate nothing in the box but claim a large apparent size,
+    # which a dense copy would write out in full on the host.
+    limits = engine.limits
+    count = 2 * limits.output_total_bytes // limits.output_file_bytes
+    code = (
+        "import os\n"
+        f"for i in range({count}):\n"
+        f"    open(f\"{{os.environ['OUTPUT_DIR']}}/s{{i:03}}\", 'wb').truncate({limits.output_file_bytes})\n"
+        "with open(os.environ['OUTPUT_DIR'] + '/s000', 'r+b') as f:\n"
+        "    f.seek(4096); f.write(b'data in the middle')\n"
+    )
+    result = await run(box, code)
+    assert result.return_code == 0, result.stderr
+    try:
+        stored = [f for f in result.files if not f.too_large]
+        # Charged at their apparent size against the per-execution budget: half are refused.
+        assert sum(f.size_bytes for f in stored) <= limits.output_total_bytes
+        assert len(stored) == limits.output_total_bytes // limits.output_file_bytes
+        assert all(f.too_large and f.staged is None for f in result.files[len(stored):])
+        # Copied sparsely: the same bytes, nearly nothing allocated on the host.
+        first = stored[0].staged
+        assert first is not None and first.stat().st_size == limits.output_file_bytes
+        with first.open("rb") as f:
+            f.seek(4090)
+            assert f.read(30) == b"\0" * 6 + b"data in the middle" + b"\0" * 6
+        allocated = sum(f.staged.stat().st_blocks * 512 for f in stored if f.staged)
+        assert allocated <= 64 * 1024 * len(stored), allocated
+    finally:
+        for f in result.files:
+            if f.staged:
+                f.staged.unlink()
 
 
 @pytest.mark.sandbox

@@ -36,6 +36,7 @@ from execbox.errors import (
     InvalidRequest,
     RequestTooLarge,
     SandboxUnavailable,
+    StorageQuotaExceeded,
     TooManyContainers,
 )
 from execbox.files.store import FileRecord, FileStore, safe_filename
@@ -71,6 +72,7 @@ class GeneratedFile:
     size_bytes: int
     file: FileRecord | None
     error_code: str | None = None  # "output_file_too_large"
+    note: str | None = None  # why it was refused, when the error code does not say
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,7 @@ class ContainerManager:
                 result.stderr += ("" if not result.stderr or result.stderr.endswith("\n") else "\n") + (
                     "[execbox: the execution was killed by SIGKILL, not by a limit of this sandbox]")
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
+            _note_refusals(result, files)
             # (held locked until now, the reaper skipped it; a cell waiting for tools counts when done)
             await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
         if not result.tool_calls:
@@ -236,6 +239,7 @@ class ContainerManager:
                     raise SandboxUnavailable(exc.message) from None
                 measure.done(_outcome(result), result.duration_s, result.path)
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
+            _note_refusals(result, files)
             await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
         if not result.tool_calls:
             await self._meter(workspace, "execution", seconds=result.duration_s)
@@ -458,6 +462,12 @@ class ContainerManager:
             record = self.files.create(workspace, safe_filename(out.filename), out.staged, downloadable=True)
         except RequestTooLarge:
             return too_large
+        except StorageQuotaExceeded:
+            return GeneratedFile(
+                out.filename, out.size_bytes, None, error_code="output_file_too_large",
+                note="[execbox: output files were not stored: the workspace's storage quota is full; "
+                "delete files to make room]",
+            )
         return GeneratedFile(record.filename, record.size_bytes, record)
 
 
@@ -483,6 +493,12 @@ def _outcome(result: ExecResult) -> str:
     if result.oom_killed:
         return "oom"
     return "ok" if result.return_code == 0 else "error"
+
+
+def _note_refusals(result: ExecResult, files: list[GeneratedFile]) -> None:
+    """Say on stderr why output files were refused, when their error code does not."""
+    for note in dict.fromkeys(f.note for f in files if f.note):
+        result.stderr += ("\n" if result.stderr and not result.stderr.endswith("\n") else "") + note
 
 
 def _container(row: ContainerRow) -> Container:

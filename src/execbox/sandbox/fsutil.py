@@ -248,17 +248,41 @@ def _first_files(dirfd: int, count: int) -> tuple[list[str], int]:
     return first, total
 
 
+def copy_sparse(src: int, dst: int, size: int) -> None:
+    """Copy the first ``size`` bytes of ``src`` into the empty ``dst``, data extents only:
+    holes stay holes, so the copy allocates on the host what the file allocated in the box."""
+    offset = 0
+    while offset < size:
+        try:
+            offset = os.lseek(src, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            break  # only a hole is left
+        end = min(os.lseek(src, offset, os.SEEK_HOLE), size)
+        while offset < end:
+            chunk = os.pread(src, min(1024 * 1024, end - offset), offset)
+            if not chunk:  # shorter than it was: the rest reads as a hole
+                offset = size
+                break
+            os.pwrite(dst, chunk, offset)
+            offset += len(chunk)
+    os.ftruncate(dst, size)
+
+
 def collect_outputs(source: Path, staging: Path, limits: Limits) -> tuple[list[OutputFile], int]:
     """Copy regular files at the top of ``source`` into ``staging`` (root's), each under a
     new random name; returns them and how many more were left out.
 
     Symlinks, directories, devices and FIFOs are ignored, never followed. The first
-    ``limits.output_files`` files by name are taken; one larger than
-    ``limits.output_file_bytes``, or past ``limits.disk_bytes`` copied in total (sparse
-    files cost the box nothing), is reported ``too_large`` and not copied.
+    ``limits.output_files`` files by name are taken. Each is charged its apparent size
+    (what it will weigh in the Files API, holes included) against a budget of
+    ``limits.output_total_bytes`` (at most ``limits.disk_bytes``); one larger than
+    ``limits.output_file_bytes`` or than what remains of the budget is reported
+    ``too_large`` and not copied. Copies are sparse (``copy_sparse``).
     """
     found: list[OutputFile] = []
-    budget = limits.disk_bytes
+    budget = min(limits.output_total_bytes, limits.disk_bytes)
     staging.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _opened(os.open(source, DIR_FLAGS)) as dirfd:
         chosen, total = _first_files(dirfd, limits.output_files)
@@ -267,7 +291,7 @@ def collect_outputs(source: Path, staging: Path, limits: Limits) -> tuple[list[O
                 fd = os.open(name, READ_FLAGS, dir_fd=dirfd)
             except OSError:  # swapped for a symlink or removed since the listing
                 continue
-            with os.fdopen(fd, "rb") as src:
+            with _opened(fd):
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
                     continue
@@ -275,9 +299,8 @@ def collect_outputs(source: Path, staging: Path, limits: Limits) -> tuple[list[O
                     found.append(OutputFile(display_name(name), st.st_size, None, too_large=True))
                     continue
                 target = staging / uuid.uuid4().hex
-                with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1024 * 1024)
-                size = target.stat().st_size
-                budget -= size
-                found.append(OutputFile(display_name(name), size, target))
+                with _opened(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)) as dst:
+                    copy_sparse(fd, dst, st.st_size)
+                budget -= st.st_size
+                found.append(OutputFile(display_name(name), st.st_size, target))
     return found, total - len(chosen)

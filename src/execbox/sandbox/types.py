@@ -31,6 +31,7 @@ class Limits:
     output_bytes: int = 1024**2
     output_file_bytes: int = 100 * 1024**2
     output_files: int = 100
+    output_total_bytes: int = 500 * 1024**2  # all output files of one execution, apparent sizes
 
 
 @dataclass(frozen=True)
