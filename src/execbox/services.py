@@ -27,6 +27,7 @@ from execbox.conversation.thread_store import ThreadStore
 from execbox.datadir import restrict_database
 from execbox.files.store import FileStore
 from execbox.metrics import Metrics
+from execbox.sandbox import policy
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.forkengine import ForkEngine
 from execbox.sandbox.types import Box, ExecRequest, Limits
@@ -47,12 +48,26 @@ def limits_from(settings: Settings) -> Limits:
         pids=settings.pids_limit,
         disk_bytes=settings.disk_limit,
         nofile=settings.nofile_limit,
+        open_files=settings.container_open_files,
         timeout_s=settings.exec_timeout,
         output_bytes=settings.output_limit,
         output_file_bytes=settings.output_file_limit,
         output_files=settings.output_files_limit,
         output_total_bytes=settings.output_files_total_limit,
     )
+
+
+def _host_executions(settings: Settings) -> int:
+    """Executions the host runs at once (the execution gate's host-wide cap)."""
+    return settings.host_max_executions or 2 * (os.cpu_count() or 1)
+
+
+def _file_max() -> int:
+    """The host's open-file table size (fs.file-max)."""
+    try:
+        return int(open("/proc/sys/fs/file-max").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 2**63 - 1
 
 
 @dataclass
@@ -83,10 +98,25 @@ class Services:
             database, settings.data_dir / "files", max_size=settings.max_upload_size,
             quota_bytes=settings.workspace_storage_quota, generated_ttl_s=settings.generated_file_ttl,
         )
+        limits = limits_from(settings)
+        # Containers that hold processes at once: those running an execution, and those
+        # with a live kernel between executions.
+        holding = _host_executions(settings) + (settings.max_kernels if settings.fork_server else 0)
+        fitted = policy.fit_file_table(limits, holding, _file_max())
+        if fitted.open_files < limits.open_files:
+            log.warning(
+                "each container may hold %d open files, not %d (%d per process): %d containers with processes "
+                "(HOST_MAX_EXECUTIONS + MAX_KERNELS) must stay within half of fs.file-max", fitted.open_files,
+                limits.open_files, policy.nofile_per_process(fitted), holding,
+            )
+        if fitted.open_files * holding > _file_max() * policy.FILE_TABLE_SHARE:
+            log.error("HOST_MAX_EXECUTIONS + MAX_KERNELS containers could exhaust half of fs.file-max even at %d open "
+                      "files per process; lower them", policy.MIN_NOFILE)
+        limits = fitted
         engine: BwrapEngine
         if settings.fork_server:
             engine = ForkEngine(
-                limits=limits_from(settings),
+                limits=limits,
                 state_dir=settings.data_dir / "sandbox",
                 runtime_dir=settings.runtime_dir,
                 insecure=settings.insecure,
@@ -100,7 +130,7 @@ class Services:
             )
         else:
             engine = BwrapEngine(
-                limits=limits_from(settings),
+                limits=limits,
                 state_dir=settings.data_dir / "sandbox",
                 runtime_dir=settings.runtime_dir,
                 insecure=settings.insecure,
@@ -124,7 +154,7 @@ class Services:
         containers.gate = ExecutionGate(
             settings.max_concurrent_executions,
             settings.execution_queue,
-            settings.host_max_executions or 2 * (os.cpu_count() or 1),
+            _host_executions(settings),
         )
         metrics.count_live(containers.store.count_all_active, lambda: len(containers.live_kernels() or ()))
         backends = Backends.from_settings(settings)

@@ -117,7 +117,14 @@ class Settings(BaseSettings):
     cpu_limit: float = Field(1.0, description="CPU cores per container (cgroup quota).")
     pids_limit: int = Field(256, description="Processes and threads per container.")
     disk_limit: Size = Field(5 * 1024**3, description="Disk per container (loop-mounted ext4), e.g. `5GiB`.")
-    nofile_limit: int = Field(1024, description="Open files per process in the sandbox.")
+    nofile_limit: int = Field(
+        1024, description="Open files per process in the sandbox (lowered to CONTAINER_OPEN_FILES / PIDS_LIMIT)."
+    )
+    container_open_files: int = Field(
+        32768, description="Open files of one container in total: each process may open CONTAINER_OPEN_FILES / "
+        "PIDS_LIMIT. Lowered at start (never below 16 per process) so that HOST_MAX_EXECUTIONS + MAX_KERNELS "
+        "containers hold at most half of the host's fs.file-max."
+    )
     exec_timeout: float = Field(90.0, description="Wall-clock seconds per execution.")
     output_limit: Size = Field(
         1024**2, description="Bytes kept of each of stdout and stderr per execution; the rest is cut with a marker."

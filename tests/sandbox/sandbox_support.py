@@ -17,6 +17,7 @@ TEST_LIMITS = Limits(
     pids=64,
     disk_bytes=64 * 1024**2,
     nofile=128,
+    open_files=2048,  # 32 per process
     timeout_s=10.0,  # generous for imports on a loaded machine; timeout tests pass their own
     output_bytes=64 * 1024,
     output_file_bytes=1024 * 1024,

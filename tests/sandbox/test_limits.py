@@ -101,6 +101,45 @@ async def test_open_files_limit(box: Box, run: Run) -> None:
     assert int(count) < TEST_LIMITS.nofile
 
 
+async def test_open_files_are_bounded_per_container_not_only_per_process(engine: BwrapEngine, box: Box,
+                                                                         run: Run) -> None:
+    # The attack: many processes, each opening files up to its own limit, together holding
+    # a large part of the host's open-file table.
+    limits = engine.limits
+    children = min(limits.pids - 8, 2 * limits.open_files // 100)
+    assert children * min(limits.nofile, 125) > limits.open_files  # enough to pass it without the bound
+    code = (
+        "import os, sys\n"
+        "counts, gate = os.pipe(), os.pipe()\n"
+        "pids = []\n"
+        f"for _ in range({children}):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os.close(gate[1])\n"
+        "        fds = []\n"
+        "        try:\n"
+        f"            while len(fds) < {limits.nofile}:\n"
+        "                fds.append(os.open('/dev/null', os.O_RDONLY))\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "        os.write(counts[1], b'%d\\n' % (len(fds) + 7))  # its own: stdio, pipes, gate\n"
+        "        os.read(gate[0], 1)  # hold them until every child has opened its own\n"
+        "        os._exit(0)\n"
+        "    pids.append(pid)\n"
+        "os.close(counts[1])\n"
+        "data = b''\n"
+        "while data.count(b'\\n') < len(pids):\n"
+        "    data += os.read(counts[0], 65536)\n"
+        "print(sum(map(int, data.split())))\n"
+        "os.close(gate[1])\n"
+        "for pid in pids:\n"
+        "    os.waitpid(pid, 0)\n"
+    )
+    result = await run(box, code, timeout_s=30)
+    assert result.return_code == 0, result.stderr
+    assert 0 < int(result.stdout) <= limits.open_files
+
+
 async def test_timeout_kills_sleepers_and_daemons(box: Box, run: Run) -> None:
     script = (
         "setsid bash -c 'trap \"\" TERM HUP; (trap \"\" TERM HUP; exec sleep 1000) & exec sleep 1000' &\n"

@@ -377,7 +377,7 @@ class BwrapEngine:
     def _launcher(self, box: Box, cg: Cgroup | None) -> list[str]:
         """The root half of the chain: join cgroups, set rlimits, drop to the box uid."""
         steps = [f"echo $$ > {shlex.quote(str(path))}" for path in (cg.procs_files() if cg else [])]
-        steps += [f"ulimit -n {self.limits.nofile}", "ulimit -c 0", f"ulimit -f {self.limits.disk_bytes // 512}"]
+        steps += [f"ulimit -n {policy.nofile_per_process(self.limits)}", "ulimit -c 0", f"ulimit -f {self.limits.disk_bytes // 512}"]
         script = " && ".join(steps) + ' && exec "$@"; echo "execbox: the sandbox could not start" >&2; exit 125'
         return [
             "/bin/sh", "-c", script, "execbox-launch",

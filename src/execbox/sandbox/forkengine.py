@@ -282,7 +282,7 @@ class ForkEngine(BwrapEngine):
             child.send({
                 "op": "enter", "mode": mode, "cgroups": joins,
                 "mounts": [[inside, True] for inside, _ in policy.CONTAINER_DIRS],
-                "rlimits": {"RLIMIT_NOFILE": self.limits.nofile, "RLIMIT_CORE": 0,
+                "rlimits": {"RLIMIT_NOFILE": policy.nofile_per_process(self.limits), "RLIMIT_CORE": 0,
                             "RLIMIT_FSIZE": self.limits.disk_bytes},
                 "argv0": f"{policy.RUN_DIR}/main.py", "restore": restore,
             }, fds)

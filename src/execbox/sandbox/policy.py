@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from execbox.sandbox.types import OUTPUT_DIR, SANDBOX_TMP, WORKSPACE
+from execbox.sandbox.types import OUTPUT_DIR, SANDBOX_TMP, WORKSPACE, Limits
 
 SANDBOX_UID = 1000
 HOSTNAME = "sandbox"
@@ -64,6 +64,31 @@ MASKED_PATHS: tuple[str, ...] = (
 # BLAS libraries start one spinning thread per host core unless told; under a CPU quota
 # those threads only fight each other (measured: +75 ms on a numpy-heavy run at 1 CPU).
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def nofile_per_process(limits: Limits) -> int:
+    """RLIMIT_NOFILE of every sandboxed process. Linux bounds open files per process only,
+    and a container has at most ``limits.pids`` processes, so this bounds the container's
+    open files in total by ``limits.open_files``: ``nofile_per_process x pids <= open_files``.
+    (Files kept alive only by a memory mapping escape RLIMIT_NOFILE; the memory cgroup,
+    which charges each to the container, bounds those.)"""
+    return max(1, min(limits.nofile, limits.open_files // max(1, limits.pids)))
+
+
+# The host's share of its open-file table (fs.file-max) that containers may hold
+# together; the rest stays for the server and every other process.
+FILE_TABLE_SHARE = 0.5
+# Open files per process below which fitting the file table gives up (and says so).
+MIN_NOFILE = 16
+
+
+def fit_file_table(limits: Limits, containers: int, file_max: int) -> Limits:
+    """``limits`` with ``open_files`` lowered, if need be, so that ``containers`` holding
+    processes at once (those running an execution, plus live kernels) hold at most
+    ``FILE_TABLE_SHARE`` of ``file_max`` together; never below MIN_NOFILE per process."""
+    share = int(file_max * FILE_TABLE_SHARE) // max(1, containers)
+    floor = MIN_NOFILE * max(1, limits.pids)
+    return replace(limits, open_files=max(floor, min(limits.open_files, share)))
 
 
 def sandbox_env(runtime_dir: Path, cpus: float = 1.0) -> dict[str, str]:

@@ -26,7 +26,8 @@ class Limits:
     cpus: float = 1.0
     pids: int = 256
     disk_bytes: int = 5 * 1024**3
-    nofile: int = 1024
+    nofile: int = 1024  # open files per process, at most open_files // pids (see policy.nofile_per_process)
+    open_files: int = 32768  # open files of one container in total
     timeout_s: float = 90.0
     output_bytes: int = 1024**2
     output_file_bytes: int = 100 * 1024**2
