@@ -148,6 +148,8 @@ class Services:
             max_containers=settings.max_containers,
             metrics=metrics,
             node=settings.node,
+            file_threads=settings.file_threads,
+            file_ops_per_workspace=settings.file_ops_per_workspace,
         )
         usage = UsageStore(database)
         containers.usage = usage

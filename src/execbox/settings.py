@@ -160,6 +160,13 @@ class Settings(BaseSettings):
         0, ge=0, description="Executions running at once on this server, all workspaces together (0: twice the CPU "
         "cores); the rest wait."
     )
+    file_threads: int = Field(
+        4, description="Threads for container file operations (listings, reads, writes), apart from those "
+        "serving other requests."
+    )
+    file_ops_per_workspace: int = Field(
+        2, description="Container file operations one workspace runs at once; its others wait their turn."
+    )
     runtime_dir: Path | None = Field(
         None,
         description="The sandbox's Python environment; default: /var/cache/execbox/runtime-<hash of the pinned "

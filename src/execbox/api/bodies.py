@@ -1,6 +1,6 @@
 """Reading request bodies with a size cap enforced as they stream in.
 
-``read_params`` parses a JSON body (at most 32 MB) into a pydantic model.
+``read_params`` parses a JSON body (at most 32 MB and 100,000 values) into a pydantic model.
 ``receive_file`` parses ``multipart/form-data`` and writes the file part straight to disk
 as it arrives, and ``receive_body`` does the same with a raw body, so an upload is never
 held in memory. Both refuse an oversized body early: on its declared Content-Length, or
@@ -10,6 +10,8 @@ at the first chunk past the cap.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -20,10 +22,33 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from execbox import jsonlimits
 from execbox.errors import InvalidRequest, RequestTooLarge
 
 MAX_BODY_BYTES = 32 * 1000**2
 _PARSE_INLINE_BYTES = 256 * 1024  # larger bodies are parsed in a worker thread
+# Values and object members a JSON body may hold (jsonlimits.json_values). Parsing holds
+# the interpreter lock (no other request is served meanwhile) for about 1.5 us each:
+# 100,000 cost at most ~0.15 s.
+MAX_JSON_VALUES = 100_000
+_counter: ProcessPoolExecutor | None = None
+
+
+async def _check_values(body: bytes) -> None:
+    """400 if ``body`` holds more than MAX_JSON_VALUES values. Bodies that surely hold
+    fewer (most, base64 images included) are not counted; the others are counted in a
+    separate process, so the count does not stall the server either."""
+    global _counter
+    if jsonlimits.upper_bound(body) <= MAX_JSON_VALUES:
+        return
+    if _counter is None:
+        _counter = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+    values = await asyncio.wrap_future(_counter.submit(jsonlimits.json_values, body))
+    if values > MAX_JSON_VALUES:
+        raise InvalidRequest(
+            f"The request body holds about {values} JSON values and object members; at most "
+            f"{MAX_JSON_VALUES} are accepted."
+        )
 Params = TypeVar("Params", bound=BaseModel)
 
 
@@ -38,10 +63,12 @@ async def read_params(request: Request, model: type[Params], max_bytes: int = MA
         body += chunk
         if len(body) > max_bytes:
             raise RequestTooLarge(f"Request body exceeds {max_bytes} bytes.")
+    data = bytes(body)
+    await _check_values(data)
     try:
-        if len(body) > _PARSE_INLINE_BYTES:
-            return await asyncio.to_thread(model.model_validate_json, bytes(body))
-        return model.model_validate_json(bytes(body))
+        if len(data) > _PARSE_INLINE_BYTES:
+            return await asyncio.to_thread(model.model_validate_json, data)
+        return model.model_validate_json(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 

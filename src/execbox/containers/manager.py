@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 import sqlalchemy as sa
 
 from execbox import metrics as metrics_module
+from execbox.containers.heavy import HeavyWork
 from execbox.containers.limits import ExecutionGate
 from execbox.containers.store import EXPIRED, ContainerRow, ContainerStore
 from execbox.db import utcnow
@@ -110,6 +111,8 @@ class ContainerManager:
         max_containers: int = 1000,
         metrics: Metrics = metrics_module.NULL,
         node: str | None = None,
+        file_threads: int = 4,
+        file_ops_per_workspace: int = 2,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
@@ -125,6 +128,7 @@ class ContainerManager:
         self._running: dict[str, asyncio.Task[Any]] = {}  # the execution or edit under way, by container
         self._deleting: set[str] = set()
         self._creating = asyncio.Lock()  # makes counting and inserting one step
+        self._heavy = HeavyWork(file_threads, file_ops_per_workspace)
         self._reaper: asyncio.Task[None] | None = None
         self.gate: ExecutionGate | None = None  # concurrency quotas (set by the composition root)
         self.usage: UsageStore | None = None  # metering (set by the composition root)
@@ -159,6 +163,7 @@ class ContainerManager:
                     await self.engine.close_box(self._box(row))
                 except Exception:
                     log.exception("container %s could not be closed", row.id)
+        self._heavy.shutdown()
         await self.engine.stop()
 
     async def create(self, workspace: str) -> Container:
@@ -288,7 +293,7 @@ class ContainerManager:
     async def put_file(self, workspace: str, container_id: str, path: str, data: bytes | BinaryIO) -> str:
         """Write into the workspace; returns the sanitized path actually written."""
         async with self._using(workspace, container_id) as (_, box):
-            return await asyncio.to_thread(self.engine.write_file, box, path, data)
+            return await self._heavy.run(workspace, self.engine.write_file, box, path, data)
 
     async def upload(self, workspace: str, container_id: str, file: FileRecord) -> str:
         """Copy a Files API file into the container's working directory under its filename."""
@@ -297,16 +302,16 @@ class ContainerManager:
         async with self._using(workspace, container_id) as (_, box):
             blob = await asyncio.to_thread(self.files.path, workspace, file.id)
             with blob.open("rb") as data:  # streamed: it may be as large as the largest upload
-                return await asyncio.to_thread(self.engine.write_file, box, safe_filename(file.filename), data)
+                return await self._heavy.run(workspace, self.engine.write_file, box, safe_filename(file.filename), data)
 
     async def open_file(self, workspace: str, container_id: str, path: str) -> BinaryIO:
         """A workspace file, open for reading; the caller closes it."""
         async with self._using(workspace, container_id, exclusive=False) as (_, box):
-            return await asyncio.to_thread(self.engine.open_file, box, path, self.engine.limits.output_file_bytes)
+            return await self._heavy.run(workspace, self.engine.open_file, box, path, self.engine.limits.output_file_bytes)
 
     async def list_files(self, workspace: str, container_id: str) -> list[tuple[str, int]]:
         async with self._using(workspace, container_id, exclusive=False) as (_, box):
-            return await asyncio.to_thread(self.engine.list_files, box)
+            return await self._heavy.run(workspace, self.engine.list_files, box)
 
     async def destroy(self, workspace: str, container_id: str) -> None:
         """Delete a container now: its box if it still has one, and its metadata. An

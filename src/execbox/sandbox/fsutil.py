@@ -19,9 +19,10 @@ import itertools
 import os
 import shutil
 import stat
+import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,6 +39,10 @@ WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CL
 MAX_LISTED_FILES = 10_000
 MAX_LIST_DEPTH = 64
 PATH_MAX = 4096
+# A listing reads at most MAX_LIST_ENTRIES directory entries and runs at most
+# LIST_TIME_BUDGET_S (see list_files).
+MAX_LIST_ENTRIES = 200_000
+LIST_TIME_BUDGET_S = 2.0
 
 
 def display_name(name: str) -> str:
@@ -145,52 +150,97 @@ def open_file(root: Path, relpath: str, max_bytes: int) -> BinaryIO:
     return fh
 
 
-def _files_under(root: Path) -> Iterator[tuple[str, int]]:
-    """(relative path, size) of the regular files under ``root``, depth first.
+def _sorted_entries(fd: int, budget: _Budget) -> list[tuple[str, str, bool]]:
+    """A directory's entries as (sort key, name, is a directory), in path order: a
+    directory sorts as its name plus ``/``, where its files will be. Reading stops early
+    when ``budget`` runs out."""
+    found = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if not budget.spend():
+                break
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            name = display_name(entry.name)
+            found.append((name + "/" if is_dir else name, entry.name, is_dir))
+    found.sort()
+    return found
 
-    Holds one descriptor per level being walked (at most MAX_LIST_DEPTH + 1); entries
-    that vanish or change while it walks are skipped.
+
+class _Budget:
+    """Entries a walk may read, and until when."""
+
+    def __init__(self, entries: int, seconds: float) -> None:
+        self.entries = entries
+        self.deadline = time.monotonic() + seconds
+        self.exhausted = False
+
+    def spend(self) -> bool:
+        self.entries -= 1
+        if self.entries < 0 or (self.entries % 256 == 0 and time.monotonic() > self.deadline):
+            self.exhausted = True
+        return not self.exhausted
+
+
+def _files_under(root: Path, budget: _Budget) -> Iterator[tuple[str, int]]:
+    """(relative path, size) of the regular files under ``root``, in path order.
+
+    Holds one descriptor and one directory's entries per level being walked (at most
+    MAX_LIST_DEPTH + 1); entries that vanish or change while it walks are skipped. Once
+    ``budget`` runs out it reads no more directories, and yields the files among the
+    entries already read.
     """
-    stack: list[tuple[int, str, list[str]]] = []  # open directories: fd, path prefix, subdirectories to walk
+    stack: list[tuple[int, str, Iterator[tuple[str, str, bool]]]] = []  # open directories
     try:
-        fd, prefix = os.open(root, DIR_FLAGS), ""
-        while True:
-            subdirs: list[str] = []
-            stack.append((fd, prefix, subdirs))
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    path = prefix + display_name(entry.name)
+        fd = os.open(root, DIR_FLAGS)
+        stack.append((fd, "", iter(_sorted_entries(fd, budget))))
+        while stack:
+            fd, prefix, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                os.close(stack.pop()[0])
+                continue
+            _, name, is_dir = entry
+            path = prefix + display_name(name)
+            if len(path.encode()) >= PATH_MAX:
+                continue
+            if is_dir:
+                if len(stack) <= MAX_LIST_DEPTH and not budget.exhausted:
                     try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
+                        child = os.open(name, DIR_FLAGS, dir_fd=fd)
+                    except OSError:  # replaced since it was listed
                         continue
-                    if len(path.encode()) >= PATH_MAX:
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        yield path, st.st_size
-                    elif stat.S_ISDIR(st.st_mode) and len(stack) <= MAX_LIST_DEPTH:
-                        subdirs.append(entry.name)
-            fd = -1
-            while fd < 0:  # the next directory: a pending subdirectory of the deepest level
-                if not stack:
-                    return
-                parent, parent_prefix, pending = stack[-1]
-                if not pending:
-                    os.close(stack.pop()[0])
-                    continue
-                name = pending.pop()
-                with suppress(OSError):  # replaced since it was listed
-                    fd = os.open(name, DIR_FLAGS, dir_fd=parent)
-                prefix = f"{parent_prefix}{display_name(name)}/"
+                    stack.append((child, path + "/", iter(())))  # closed by the finally below if it fails
+                    stack[-1] = (child, path + "/", iter(_sorted_entries(child, budget)))
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield path, st.st_size
     finally:
         for fd, _, _ in stack:
             os.close(fd)
 
 
-def list_files(root: Path, limit: int = MAX_LISTED_FILES) -> list[tuple[str, int]]:
+def list_files(
+    root: Path, limit: int = MAX_LISTED_FILES, time_budget_s: float = LIST_TIME_BUDGET_S,
+    max_entries: int = MAX_LIST_ENTRIES,
+) -> list[tuple[str, int]]:
     """Regular files under ``root`` as (relative path, size), sorted by path: the first
-    ``limit``, within the bounds above. Symlinks are not followed."""
-    return heapq.nsmallest(limit, _files_under(root))
+    ``limit``, within the bounds above. Symlinks are not followed.
+
+    The walk goes in path order and stops at the ``limit``-th file, after reading
+    ``max_entries`` directory entries, or after ``time_budget_s``, whichever comes first:
+    a box can hold millions of entries (hard links cost no inodes), and a listing must
+    not cost the server in proportion. Cut short by the budget, the list holds the files
+    among the entries read so far (still sorted).
+    """
+    budget = _Budget(max_entries, time_budget_s)
+    return list(itertools.islice(_files_under(root, budget), limit))
 
 
 def _some_entries(fd: int, count: int = 1024) -> list[tuple[str, bool]]:
