@@ -104,6 +104,24 @@ def test_listing_is_bounded_in_depth_and_count(tmp_path: Path) -> None:
         fsutil.empty_dir(tmp_path)
 
 
+def test_listing_walks_in_path_order_and_stops_on_its_budget(tmp_path: Path) -> None:
+    for name in ("b", "a.txt", "a/z.txt", "a/y/x.txt", "a-b.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        if not name.endswith("b"):
+            (tmp_path / name).write_text("x")
+    (tmp_path / "b" / "many").mkdir(parents=True)
+    for i in range(500):
+        (tmp_path / "b" / "many" / f"{i:03}").write_text("")
+    listing = fsutil.list_files(tmp_path)
+    assert [p for p, _ in listing][:4] == ["a-b.txt", "a.txt", "a/y/x.txt", "a/z.txt"]
+    assert listing == sorted(listing) and len(listing) == 504
+    assert [p for p, _ in fsutil.list_files(tmp_path, limit=3)] == ["a-b.txt", "a.txt", "a/y/x.txt"]
+    # Out of entries inside b/many: what was read so far, nothing past it, still in order.
+    cut = fsutil.list_files(tmp_path, max_entries=106)
+    assert 4 <= len(cut) < 106 and cut == sorted(cut) and cut[:4] == listing[:4]
+    assert fsutil.list_files(tmp_path, time_budget_s=0) == []  # nothing read after the deadline
+
+
 def test_names_that_are_not_utf8_come_back_as_text(tmp_path: Path) -> None:
     for directory in ("ws", "out"):
         (tmp_path / directory).mkdir()

@@ -175,12 +175,14 @@ class _Budget:
     def __init__(self, entries: int, seconds: float) -> None:
         self.entries = entries
         self.deadline = time.monotonic() + seconds
+        self.read = 0
         self.exhausted = False
 
     def spend(self) -> bool:
-        self.entries -= 1
-        if self.entries < 0 or (self.entries % 256 == 0 and time.monotonic() > self.deadline):
+        """Take one entry; False once out of entries or time (the clock is read every 256)."""
+        if self.read >= self.entries or (self.read % 256 == 0 and time.monotonic() > self.deadline):
             self.exhausted = True
+        self.read += 1
         return not self.exhausted
 
 
