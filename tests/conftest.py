@@ -4,9 +4,9 @@
     One server for the whole test session: workspace ``default`` (any API key works),
     test-sized limits, a short reaper interval. Use it unless you need special settings.
 
-``start_server(env=None, args=(), data_dir=None)``
+``start_server(env=None, args=(), data_dir=None, nofile=None)``
     Starts an extra server with more environment variables (``EXECBOX_API_KEYS=...``) and
-    ``execbox serve`` flags. Pass the ``data_dir`` of a stopped server to restart it on
+    ``execbox serve`` flags (and, given ``nofile``, that descriptor limit). Pass the ``data_dir`` of a stopped server to restart it on
     the same state. Every server is stopped at the end of the session; ``stop()`` earlier.
 
 A server yields a ``Server`` with ``.url``, ``.data_dir`` and ``.log_path``. When a test
@@ -16,6 +16,7 @@ fails, the tail of every running server's log is attached to the failure report.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -74,14 +75,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(base: Path, env: Mapping[str, str], args: Sequence[str], data_dir: Path | None) -> Server:
+def _launch(
+    base: Path, env: Mapping[str, str], args: Sequence[str], data_dir: Path | None, nofile: int | None = None
+) -> Server:
     data_dir = data_dir or base / "data"
     port = _free_port()
     log_path = base / f"server-{port}.log"
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("EXECBOX_") and k != "ANTHROPIC_API_KEY"}
     command = [str(EXECBOX), "serve", "--port", str(port), "--data-dir", str(data_dir), *TEST_FLAGS, *args]
     with log_path.open("ab") as log:
-        process = subprocess.Popen(command, env={**clean_env, **env}, stdout=log, stderr=subprocess.STDOUT)
+        limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+        process = subprocess.Popen(
+            command, env={**clean_env, **env}, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit
+        )
     server = Server(f"http://127.0.0.1:{port}", data_dir, log_path, process)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -111,11 +117,12 @@ def start_server() -> Iterator[StartServer]:
     started: list[Server] = []
 
     def start(
-        env: Mapping[str, str] | None = None, args: Sequence[str] = (), data_dir: Path | None = None
+        env: Mapping[str, str] | None = None, args: Sequence[str] = (), data_dir: Path | None = None,
+        nofile: int | None = None,
     ) -> Server:
         base = Path(tempfile.mkdtemp(dir=root))
         base.chmod(0o711)
-        server = _launch(base, env or {}, args, data_dir)
+        server = _launch(base, env or {}, args, data_dir, nofile)
         started.append(server)
         return server
 

@@ -120,6 +120,7 @@ def serve(**overrides: Any) -> None:
     import uvicorn
 
     from execbox.api.app import create_app
+    from execbox.api.server import http_options
     from execbox.sandbox.doctor import blocking_problems
 
     settings = _settings(**overrides)
@@ -164,6 +165,7 @@ def serve(**overrides: Any) -> None:
         # log_config=None: uvicorn's own lines go through execbox's handler (and format) too.
         app, log_level="warning", access_log=False, log_config=None,
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 30,  # a backstop: the app cancels first
+        **http_options(settings),  # timeouts and connection caps against clients that hold connections
     )
     _Server(config, app.state.shutdown).run(sockets=[sock])
 
@@ -181,11 +183,14 @@ class _Server:
     def __new__(cls, config: Any, plan: Any) -> Any:
         import uvicorn
 
+        from execbox.api.server import AcceptErrorLog
+
         class Server(uvicorn.Server):
             _loop: asyncio.AbstractEventLoop | None = None
 
             async def serve(self, sockets: Any = None) -> None:
                 self._loop = asyncio.get_running_loop()
+                self._loop.set_exception_handler(AcceptErrorLog())
                 await super().serve(sockets=sockets)
 
             def handle_exit(self, sig: int, frame: Any) -> None:

@@ -100,6 +100,20 @@ class Settings(BaseSettings):
         30.0, ge=0, description="Seconds a stopping server lets running requests finish before cancelling them "
         "(a second SIGINT/SIGTERM cancels at once)."
     )
+    max_connections: int = Field(
+        4096, description="Open client connections in total (at most a quarter of the server's descriptor limit); "
+        "one more is reset as soon as it is accepted."
+    )
+    max_connections_per_client: int = Field(
+        256, description="Open connections from one client address; one more is reset as soon as it is accepted."
+    )
+    header_timeout: float = Field(
+        10.0, description="Seconds a client has to send a request's headers, however slowly they come; then the "
+        "connection is closed."
+    )
+    body_idle_timeout: float = Field(
+        30.0, description="Seconds a request body may stop arriving before the connection is closed."
+    )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     log_format: Literal["text", "json"] = Field(
         "text",
