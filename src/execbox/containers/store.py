@@ -7,6 +7,7 @@ from "never existed". A tombstone has no uid: host uids are unique among live bo
 
 from __future__ import annotations
 
+import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,8 +17,12 @@ import sqlalchemy as sa
 
 from execbox.db import Key, UTCDateTime, metadata
 
-# Containers run as host uids from here up (200000 + n), far above any regular account.
+# Containers run as random host uids in [UID_BASE, UID_BASE + UID_SPAN), far above any
+# regular account. Random, not the lowest free one: a sandbox sees its host uid (in the
+# options of its own tmpfs mounts), and a sequential uid would tell how many containers
+# the server holds.
 UID_BASE = 200_000
+UID_SPAN = 1 << 30
 ACTIVE: Literal["active"] = "active"
 EXPIRED: Literal["expired"] = "expired"
 
@@ -78,12 +83,12 @@ class ContainerStore:
         return [] if self.node is None else [containers_table.c.node == self.node]
 
     def insert(self, container_id: str, workspace: str, now: datetime, expires_at: datetime) -> ContainerRow:
-        """Add an active container with the lowest free host uid."""
+        """Add an active container with a random free host uid."""
         for _ in range(5):
             try:
                 # Threads of this process pick uids in turn; other processes are caught below.
                 with self._insert_lock, self.engine.begin() as conn:
-                    uid = _lowest_free_uid(conn)
+                    uid = _random_free_uid(conn)
                     conn.execute(
                         containers_table.insert().values(
                             id=container_id, workspace=workspace, uid=uid, status=ACTIVE,
@@ -197,13 +202,8 @@ class ContainerStore:
             return [ContainerRow(**row._mapping) for row in rows]
 
 
-def _lowest_free_uid(conn: sa.Connection) -> int:
-    taken = conn.execute(
-        sa.select(containers_table.c.uid).where(containers_table.c.uid.is_not(None)).order_by(containers_table.c.uid)
-    ).scalars()
-    uid = UID_BASE
-    for used in taken:
-        if used != uid:
-            break
-        uid += 1
-    return uid
+def _random_free_uid(conn: sa.Connection) -> int:
+    while True:
+        uid = UID_BASE + secrets.randbelow(UID_SPAN)
+        if conn.execute(sa.select(containers_table.c.id).where(containers_table.c.uid == uid)).first() is None:
+            return uid
