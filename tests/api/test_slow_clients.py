@@ -122,6 +122,7 @@ def test_a_stalled_body_is_closed(guarded) -> None:
     [sock] = _open(host, int(port), 1, head)
     time.sleep(HEADER_TIMEOUT_S + 1.5)
     assert _still_open([sock]) == []
+    assert "Traceback" not in guarded.log_path.read_text(errors="replace")  # closing it is no server error
 
 
 def test_failed_accepts_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
