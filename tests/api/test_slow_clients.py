@@ -29,11 +29,13 @@ def guarded(start_server):
     ))
 
 
-def _open(host: str, port: int, count: int, first: bytes) -> list[socket.socket]:
+def _open(host: str, port: int, count: int, first: bytes, sources: int = 1) -> list[socket.socket]:
+    """``count`` connections that sent ``first``, from 127.0.0.2 and the next ``sources - 1``
+    addresses in turn."""
     held = []
-    for _ in range(count):
+    for n in range(count):
         sock = socket.socket()
-        sock.bind(("127.0.0.2", 0))
+        sock.bind((f"127.0.0.{2 + n % sources}", 0))
         sock.settimeout(5)
         try:
             sock.connect((host, port))
@@ -71,7 +73,9 @@ def _trickle(socks: list[socket.socket], data: bytes) -> None:
             pass
 
 
-def _attack_while_probing(server, first: bytes, trickle: bytes) -> tuple[float, int, list[socket.socket]]:
+def _attack_while_probing(
+    server, first: bytes, trickle: bytes, sources: int = 1
+) -> tuple[float, int, list[socket.socket]]:
     """Hold ATTACK_CONNECTIONS, trickling bytes into each, while a legitimate client keeps
     asking for /v1/models; returns its worst latency, its failures, and the attacker's
     connections still open at the end (two header timeouts later)."""
@@ -80,14 +84,16 @@ def _attack_while_probing(server, first: bytes, trickle: bytes) -> tuple[float, 
     opened = threading.Event()
 
     def attack() -> None:
-        held.extend(_open(host, int(port), ATTACK_CONNECTIONS, first))
+        held.extend(_open(host, int(port), ATTACK_CONNECTIONS, first, sources))
         opened.set()
 
     attacker = threading.Thread(target=attack)
     attacker.start()
     worst, failures = 0.0, 0
     deadline = time.monotonic() + 2 * HEADER_TIMEOUT_S + 1
-    with httpx.Client(base_url=server.url, headers={"x-api-key": "k"}, timeout=5) as client:
+    # A new connection for every request: each must be accepted during the attack.
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=server.url, headers={"x-api-key": "k"}, timeout=5, limits=fresh) as client:
         while time.monotonic() < deadline or not opened.is_set():
             started = time.monotonic()
             try:
@@ -110,6 +116,19 @@ def test_slowloris_headers_neither_exhaust_the_server_nor_stay_open(guarded) -> 
         assert still_open == []  # trickling headers did not keep any past the header timeout
         log = guarded.log_path.read_text(errors="replace")
         assert "Traceback" not in log and len(log) < 200_000
+    finally:
+        for sock in still_open:
+            sock.close()
+
+
+def test_slowloris_from_many_addresses_cannot_lock_out_a_client(guarded) -> None:
+    # 22 addresses x 50 connections: past the total cap (a quarter of 1,000 descriptors)
+    # though within each address's cap. Each newcomer replaces the oldest connection
+    # still waiting for its headers, so a client that sends its request at once gets in.
+    worst, failures, still_open = _attack_while_probing(guarded, PARTIAL, b"x", sources=22)
+    try:
+        assert failures == 0 and worst < 2.0, (failures, worst)
+        assert still_open == []
     finally:
         for sock in still_open:
             sock.close()

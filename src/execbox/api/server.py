@@ -12,7 +12,10 @@ out of descriptors. ``GuardedH11Protocol`` adds what a server facing the interne
   address and ``max_connections`` in total, the latter lowered to a quarter of the
   process's descriptor limit (each connection may hold two descriptors, its socket and a
   file it streams; the other half is for sandboxes, disks and the database). A
-  connection past a cap is reset as soon as it is accepted.
+  connection past the per-address cap is reset as soon as it is accepted; one past the
+  total cap takes the place of the oldest connection still waiting for its headers
+  (reset), so clients that hold connections from many addresses cannot lock out one
+  that sends its request at once; with no such connection to replace, it is reset.
 
 And a failed ``accept()`` (out of descriptors after all) is logged as one line every
 ``ACCEPT_LOG_INTERVAL_S`` seconds with a count, not as a traceback per attempt.
@@ -49,11 +52,19 @@ class ConnectionGuard:
     per_client: Counter[str] = field(default_factory=Counter)
     total: int = 0
     refused: int = 0
+    # Connections waiting for a request's headers, oldest first (a dict keeps the order).
+    waiting: dict[GuardedH11Protocol, None] = field(default_factory=dict)
 
     def admit(self, client: str) -> bool:
-        if self.total >= self.max_connections or self.per_client[client] >= self.max_per_client:
+        if self.per_client[client] >= self.max_per_client:
             self.refused += 1
             return False
+        if self.total >= self.max_connections:
+            if not self.waiting:
+                self.refused += 1
+                return False
+            oldest = next(iter(self.waiting))
+            oldest.evict()  # releases its place at once
         self.total += 1
         self.per_client[client] += 1
         return True
@@ -98,13 +109,22 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._release()
+        super().connection_lost(exc)
+
+    def _release(self) -> None:
         if getattr(self, "_admitted", False):
             self._admitted = False
             self.guard.release(self._address)
-        super().connection_lost(exc)
+
+    def evict(self) -> None:
+        """Reset this connection (still waiting for its headers) and give up its place."""
+        self._disarm()
+        self._release()
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if not self._admitted:
+        if not self._admitted or self.transport.is_closing():
             return
         waiting_for_headers = self.conn.their_state is h11.IDLE
         super().data_received(data)
@@ -127,11 +147,14 @@ class GuardedH11Protocol(H11Protocol):
     def _arm(self, seconds: float) -> None:
         self._disarm()
         self._timer = self.loop.call_later(seconds, self._expired)
+        if self.conn.their_state is h11.IDLE:
+            self.guard.waiting[self] = None
 
     def _disarm(self) -> None:
         if getattr(self, "_timer", None) is not None:
             self._timer.cancel()  # type: ignore[union-attr]
             self._timer = None
+        self.guard.waiting.pop(self, None)
 
     def _expired(self) -> None:
         self._timer = None
