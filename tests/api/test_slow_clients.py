@@ -17,7 +17,7 @@ from execbox.api.server import AcceptErrorLog
 NOFILE = 1000
 ATTACK_CONNECTIONS = 1100  # more than the server's descriptors
 PER_CLIENT = 50
-HEADER_TIMEOUT_S = 2.0
+HEADER_TIMEOUT_S = 1.0
 PARTIAL = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\n"
 
 
