@@ -112,9 +112,8 @@ async def _create(box: Box, size_bytes: int, loop: bool) -> None:
 
 def adopt(box: Box) -> None:
     """Make a disk prepared for no one in particular (``diskpool.py``) the box's: its root's
-    mode, and its directories and what was put in them owned by the box uid."""
-    os.chmod(box.root, 0o711)
-    os.chmod(box.mount, 0o711)
+    modes (``secure``), and its directories and what was put in them owned by the box uid."""
+    secure(box)
     for d in (box.workspace, box.tmp, box.outputs):
         os.chown(d, box.uid, box.uid)
         os.chmod(d, 0o700)
