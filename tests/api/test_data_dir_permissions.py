@@ -79,7 +79,7 @@ def _wait_for_ready_disks(data_dir: Path, count: int) -> None:
 def tenant_data(start_server):
     server = start_server(args=("--disk-pool", "2"))
     _wait_for_ready_disks(server.data_dir, 2)
-    with httpx.Client(base_url=server.url, headers={"x-api-key": "k"}, timeout=120) as client:
+    with httpx.Client(base_url=server.url, headers={"x-api-key": "k", "anthropic-version": "2023-06-01"}, timeout=120) as client:
         upload = client.post("/v1/files", files={"file": ("secret.txt", b"uploaded secret", "text/plain")})
         assert upload.status_code == 200, upload.text
         # Two disks from the pool, the third made on demand (the pool refills meanwhile).

@@ -21,8 +21,8 @@ MAX_STALL_S = 1.5
 @pytest.fixture(scope="module")
 def two_workspaces(start_server):
     server = start_server(env={"EXECBOX_API_KEYS": "noisy:kn,quiet:kq"}, args=("--disk-limit", "512MiB"))
-    noisy = httpx.Client(base_url=server.url, headers={"x-api-key": "kn"}, timeout=300)
-    quiet = httpx.Client(base_url=server.url, headers={"x-api-key": "kq"}, timeout=300)
+    noisy = httpx.Client(base_url=server.url, headers={"x-api-key": "kn", "anthropic-version": "2023-06-01"}, timeout=300)
+    quiet = httpx.Client(base_url=server.url, headers={"x-api-key": "kq", "anthropic-version": "2023-06-01"}, timeout=300)
     yield noisy, quiet
     noisy.close()
     quiet.close()

@@ -18,7 +18,7 @@ NOFILE = 1000
 ATTACK_CONNECTIONS = 1100  # more than the server's descriptors
 PER_CLIENT = 50
 HEADER_TIMEOUT_S = 1.0
-PARTIAL = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\n"
+PARTIAL = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\nanthropic-version: 2023-06-01\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def _attack_while_probing(
     deadline = time.monotonic() + 2 * HEADER_TIMEOUT_S + 1
     # A new connection for every request: each must be accepted during the attack.
     fresh = httpx.Limits(max_keepalive_connections=0)
-    with httpx.Client(base_url=server.url, headers={"x-api-key": "k"}, timeout=5, limits=fresh) as client:
+    with httpx.Client(base_url=server.url, headers={"x-api-key": "k", "anthropic-version": "2023-06-01"}, timeout=5, limits=fresh) as client:
         while time.monotonic() < deadline or not opened.is_set():
             started = time.monotonic()
             try:
@@ -135,7 +135,7 @@ def test_slowloris_from_many_addresses_cannot_lock_out_a_client(guarded) -> None
 
 
 def test_a_stalled_body_is_closed(guarded) -> None:
-    head = (b"POST /v1/messages/count_tokens HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\n"
+    head = (b"POST /v1/messages/count_tokens HTTP/1.1\r\nHost: x\r\nx-api-key: k\r\nanthropic-version: 2023-06-01\r\n"
             b"content-type: application/json\r\ncontent-length: 100000\r\n\r\n{")
     host, port = guarded.url.removeprefix("http://").split(":")
     [sock] = _open(host, int(port), 1, head)

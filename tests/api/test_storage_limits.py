@@ -14,7 +14,7 @@ pytestmark = pytest.mark.sandbox
 @pytest.fixture(scope="module")
 def limited(start_server):
     server = start_server(args=("--workspace-storage-quota", "300KiB", "--generated-file-ttl", "2"))
-    with httpx.Client(base_url=server.url, headers={"x-api-key": "k"}, timeout=120) as client:
+    with httpx.Client(base_url=server.url, headers={"x-api-key": "k", "anthropic-version": "2023-06-01"}, timeout=120) as client:
         yield client
 
 
