@@ -13,9 +13,10 @@ out of descriptors. ``GuardedH11Protocol`` adds what a server facing the interne
   process's descriptor limit (each connection may hold two descriptors, its socket and a
   file it streams; the other half is for sandboxes, disks and the database). A
   connection past the per-address cap is reset as soon as it is accepted; one past the
-  total cap takes the place of the oldest connection still waiting for its headers
-  (reset), so clients that hold connections from many addresses cannot lock out one
-  that sends its request at once; with no such connection to replace, it is reset.
+  total cap takes the place of a connection still waiting for its headers (reset): the
+  oldest of the address holding the most connections, so clients that hold connections
+  from many addresses cannot lock out one that sends its request at once (it holds
+  fewer than any of them); with no such connection to replace, it is reset.
 
 And a failed ``accept()`` (out of descriptors after all) is logged as one line every
 ``ACCEPT_LOG_INTERVAL_S`` seconds with a count, not as a traceback per attempt.
@@ -52,8 +53,9 @@ class ConnectionGuard:
     per_client: Counter[str] = field(default_factory=Counter)
     total: int = 0
     refused: int = 0
-    # Connections waiting for a request's headers, oldest first (a dict keeps the order).
-    waiting: dict[GuardedH11Protocol, None] = field(default_factory=dict)
+    # Connections waiting for a request's headers, by address, oldest first (a dict keeps
+    # the order).
+    waiting: dict[str, dict[GuardedH11Protocol, None]] = field(default_factory=dict)
 
     def admit(self, client: str) -> bool:
         if self.per_client[client] >= self.max_per_client:
@@ -63,8 +65,8 @@ class ConnectionGuard:
             if not self.waiting:
                 self.refused += 1
                 return False
-            oldest = next(iter(self.waiting))
-            oldest.evict()  # releases its place at once
+            busiest = max(self.waiting, key=self.per_client.__getitem__)
+            next(iter(self.waiting[busiest])).evict()  # releases its place at once
         self.total += 1
         self.per_client[client] += 1
         return True
@@ -148,13 +150,17 @@ class GuardedH11Protocol(H11Protocol):
         self._disarm()
         self._timer = self.loop.call_later(seconds, self._expired)
         if self.conn.their_state is h11.IDLE:
-            self.guard.waiting[self] = None
+            self.guard.waiting.setdefault(self._address, {})[self] = None
 
     def _disarm(self) -> None:
         if getattr(self, "_timer", None) is not None:
             self._timer.cancel()  # type: ignore[union-attr]
             self._timer = None
-        self.guard.waiting.pop(self, None)
+        waiting = self.guard.waiting.get(getattr(self, "_address", ""))
+        if waiting is not None:
+            waiting.pop(self, None)
+            if not waiting:
+                del self.guard.waiting[self._address]
 
     def _expired(self) -> None:
         self._timer = None
