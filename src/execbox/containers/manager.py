@@ -239,8 +239,7 @@ class ContainerManager:
         async with self._slot(workspace), self._using(workspace, container_id, touch=False) as (row, box):
             with self._measured("python") as measure:
                 try:
-                    async with self._run_slots or contextlib.nullcontext():
-                        result = await self._stoppable(row.id, self.engine.resume(box, results))
+                    result = await self._stoppable(row.id, self.engine.resume(box, results))
                 except SessionLost as exc:
                     raise SandboxUnavailable(exc.message) from None
                 measure.done(_outcome(result), result.duration_s, result.path)
