@@ -34,27 +34,30 @@ MAX_JSON_VALUES = 100_000
 _counter: ProcessPoolExecutor | None = None
 
 
-async def _check_values(body: bytes) -> None:
-    """400 if ``body`` holds more than MAX_JSON_VALUES values. Bodies that surely hold
+async def _check_values(body: bytes, limit: int) -> None:
+    """400 if ``body`` holds more than ``limit`` values. Bodies that surely hold
     fewer (most, base64 images included) are not counted; the others are counted in a
     separate process, so the count does not stall the server either."""
     global _counter
-    if jsonlimits.upper_bound(body) <= MAX_JSON_VALUES:
+    if jsonlimits.upper_bound(body) <= limit:
         return
     if _counter is None:
         _counter = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
     values = await asyncio.wrap_future(_counter.submit(jsonlimits.json_values, body))
-    if values > MAX_JSON_VALUES:
+    if values > limit:
         raise InvalidRequest(
             f"The request body holds about {values} JSON values and object members; at most "
-            f"{MAX_JSON_VALUES} are accepted."
+            f"{limit} are accepted."
         )
 Params = TypeVar("Params", bound=BaseModel)
 
 
-async def read_params(request: Request, model: type[Params], max_bytes: int = MAX_BODY_BYTES) -> Params:
-    """The JSON body as ``model``: 413 past ``max_bytes`` (32 MB), 400 (with the failing fields)
-    if invalid. Large bodies are parsed in a worker thread, off the event loop."""
+async def read_params(
+    request: Request, model: type[Params], max_bytes: int = MAX_BODY_BYTES, max_values: int | None = MAX_JSON_VALUES
+) -> Params:
+    """The JSON body as ``model``: 413 past ``max_bytes`` (32 MB), 400 past ``max_values``
+    (None: no limit) or (with the failing fields) if invalid. Large bodies are parsed in a
+    worker thread."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise RequestTooLarge(f"Request body exceeds {max_bytes} bytes.")
@@ -64,7 +67,8 @@ async def read_params(request: Request, model: type[Params], max_bytes: int = MA
         if len(body) > max_bytes:
             raise RequestTooLarge(f"Request body exceeds {max_bytes} bytes.")
     data = bytes(body)
-    await _check_values(data)
+    if max_values is not None:
+        await _check_values(data, max_values)
     try:
         if len(data) > _PARSE_INLINE_BYTES:
             return await asyncio.to_thread(model.model_validate_json, data)

@@ -86,7 +86,8 @@ def _checked_requests(body: BatchCreateParams, version: str | None) -> list[tupl
 
 @router.post("")
 async def create_batch(request: Request, caller: Workspace, svc: Svc) -> MessageBatch:
-    body = await read_params(request, BatchCreateParams, max_bytes=MAX_BATCH_BYTES)
+    # A batch may hold 100,000 requests (256 MB): its own limits apply, not MAX_JSON_VALUES.
+    body = await read_params(request, BatchCreateParams, max_bytes=MAX_BATCH_BYTES, max_values=None)
     requests = await asyncio.to_thread(_checked_requests, body, request.headers.get("anthropic-version"))
     now = utcnow()
     expires_at = now + timedelta(seconds=svc.settings.batch_expiry)
