@@ -60,6 +60,15 @@ def read(engine: Engine, box: Box, path: str) -> bytes:
         return file.read()
 
 
+async def live_pids_of(uid: int, within_s: float = 2.0, leaving: tuple[int, ...] = ()) -> list[int]:
+    """``host_pids_of(uid)`` once only ``leaving`` are left, or when ``within_s`` ran out: a
+    killed process leaves its cgroup a moment before it turns into a zombie."""
+    deadline = time.monotonic() + within_s
+    while sorted(host_pids_of(uid)) != sorted(leaving) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return sorted(host_pids_of(uid))
+
+
 async def drained(cgroup: Cgroup, within_s: float = 2.0, leaving: tuple[int, ...] = ()) -> list[int]:
     """The cgroup's pids once only ``leaving`` are left, or when ``within_s`` ran out. On the
     fork path a finished execution's processes are already killed when it returns, but pid 1

@@ -20,7 +20,7 @@ from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.forkengine import SESSION_RESTARTED, SESSION_UNAVAILABLE, ForkEngine
 from execbox.sandbox.types import Box, ExecRequest
 from tests.sandbox.conftest import MISSING
-from tests.sandbox.sandbox_support import FORK_BOMB, TEST_LIMITS, MakeBox, Run, drained, host_pids_of
+from tests.sandbox.sandbox_support import FORK_BOMB, TEST_LIMITS, MakeBox, Run, drained, live_pids_of
 
 pytestmark = pytest.mark.sandbox
 
@@ -103,13 +103,14 @@ async def test_a_fork_bomb_in_a_kernel_is_contained(engine: ForkEngine, box: Box
     # The cell's processes ended with it; only the kernel itself is left in the box.
     kernel = engine.kernel_pid(box.id)
     assert kernel is not None and await drained(Cgroup.for_box(box.id), leaving=(kernel,)) == [kernel]
-    assert host_pids_of(box.uid) == [kernel]
+    assert await live_pids_of(box.uid, leaving=(kernel,)) == [kernel]
     assert (await cell(run, box, "print(children > 0)")).stdout == "True\n"
 
 
 async def test_processes_started_by_a_cell_end_with_it(engine: ForkEngine, box: Box, run: Run) -> None:
     await cell(run, box, "import subprocess\np = subprocess.Popen(['sleep', '1000'])")
-    assert host_pids_of(box.uid) == [engine.kernel_pid(box.id)]
+    kernel = engine.kernel_pid(box.id)
+    assert kernel is not None and await live_pids_of(box.uid, leaving=(kernel,)) == [kernel]
     listing = await cell(run, box, "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))")
     assert listing.stdout == "[1]\n"
 
@@ -206,7 +207,7 @@ async def test_idle_kernels_are_checkpointed_stopped_and_restored(base_dir: Path
         while idle.kernel_pid(box.id) is not None and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         assert idle.kernel_pid(box.id) is None
-        assert await drained(Cgroup.for_box(box.id)) == [] and host_pids_of(box.uid) == []  # no process left
+        assert await drained(Cgroup.for_box(box.id)) == [] and await live_pids_of(box.uid) == []  # no process left
         after = await idle.execute(box, ExecRequest("python", "print(double(sum(data)), np.arange(3).sum())",
                                                     session=True))
         assert after.stdout == "12 3\n"

@@ -12,14 +12,14 @@ from execbox.errors import InvalidRequest
 from execbox.sandbox.bwrap import BwrapEngine, read_capped
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.types import Box
-from tests.sandbox.sandbox_support import FORK_BOMB, TEST_LIMITS, Run, drained, host_pids_of
+from tests.sandbox.sandbox_support import FORK_BOMB, TEST_LIMITS, Run, drained, live_pids_of
 
 pytestmark = pytest.mark.sandbox
 
 
 async def _assert_nothing_left(box: Box) -> None:
     assert await drained(Cgroup.for_box(box.id)) == []
-    assert host_pids_of(box.uid) == []
+    assert await live_pids_of(box.uid) == []
 
 
 async def test_memory_limit_kills_with_a_clear_message(box: Box, run: Run) -> None:
