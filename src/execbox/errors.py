@@ -1,13 +1,17 @@
 """Every error execbox reports, in one place.
 
-Lower layers raise these; the HTTP layer turns each into Anthropic's error envelope
-(``{"type": "error", "error": {"type", "message", "details"?}, "request_id"}``) with the
-status code below. Nothing else should reach a client as an error.
+The layers above the sandbox raise these; the HTTP layer turns each into Anthropic's error
+envelope (``{"type": "error", "error": {"type", "message", "details"?}, "request_id"}``)
+with the status code below. Nothing else should reach a client as an error. The sandbox
+raises its own exceptions (``sandbox/errors.py``), which know nothing of HTTP; the
+containers layer turns them into these with ``from_sandbox``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from execbox.sandbox import errors as sandbox_errors
 
 
 class ExecboxError(Exception):
@@ -247,3 +251,22 @@ def error_for_status(status: int, message: str) -> ExecboxError:
     """The execbox error matching an HTTP status (unknown 4xx -> 400, unknown 5xx -> 500)."""
     cls = ERROR_TYPES.get(status) or (InvalidRequest if 400 <= status < 500 else InternalError)
     return cls(message)
+
+
+# What a client is told of each of the sandbox layer's own exceptions (by the containers layer).
+_FROM_SANDBOX: dict[type[sandbox_errors.SandboxError], type[ExecboxError]] = {
+    sandbox_errors.Unavailable: SandboxUnavailable,
+    sandbox_errors.HostExhausted: Overloaded,
+    sandbox_errors.BadPath: InvalidRequest,
+    sandbox_errors.DiskFull: InvalidRequest,
+    sandbox_errors.NoSuchFile: NotFound,
+    sandbox_errors.FileBusy: Conflict,
+    sandbox_errors.FileTooLarge: RequestTooLarge,
+    sandbox_errors.SessionLost: SandboxUnavailable,
+    sandbox_errors.ForkServerDown: SandboxUnavailable,
+}
+
+
+def from_sandbox(exc: sandbox_errors.SandboxError) -> ExecboxError:
+    """The API error for a sandbox exception (its message kept: the API masks the operator's)."""
+    return _FROM_SANDBOX.get(type(exc), InternalError)(exc.message)

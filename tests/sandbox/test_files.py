@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from execbox.errors import Conflict, InvalidRequest, NotFound, RequestTooLarge
 from execbox.sandbox import fsutil
 from execbox.sandbox.bwrap import BwrapEngine
+from execbox.sandbox.errors import BadPath, FileBusy, FileTooLarge, NoSuchFile
 from execbox.sandbox.types import Box, Limits
 from tests.sandbox.sandbox_support import MakeBox, Run, read
 
@@ -34,7 +34,7 @@ def test_clean_relpath_strips_escapes(given: str, clean: str) -> None:
 
 @pytest.mark.parametrize("bad", ["", "..", "/", "/workspace", "../..", "a\0b"])
 def test_clean_relpath_rejects_paths_naming_no_file(bad: str) -> None:
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(BadPath):
         fsutil.clean_relpath(bad)
 
 
@@ -44,9 +44,9 @@ def test_write_read_and_list(tmp_path: Path) -> None:
     with fsutil.open_file(tmp_path, "sub/dir/a.txt", 100) as file:
         assert file.read() == b"hello"
     assert fsutil.list_files(tmp_path) == [("b.bin", 10), ("sub/dir/a.txt", 5)]
-    with pytest.raises(RequestTooLarge):
+    with pytest.raises(FileTooLarge):
         fsutil.open_file(tmp_path, "b.bin", 9)
-    with pytest.raises(NotFound):
+    with pytest.raises(NoSuchFile):
         fsutil.open_file(tmp_path, "missing.txt", 100)
 
 
@@ -61,9 +61,9 @@ def test_traversal_in_written_names_stays_in_the_root(tmp_path: Path) -> None:
 
 def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe")
-    with pytest.raises(NotFound):
+    with pytest.raises(NoSuchFile):
         fsutil.open_file(tmp_path, "pipe", 100)
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(BadPath):
         fsutil.write_file(tmp_path, "pipe", b"x", os.getuid())
 
 
@@ -202,9 +202,9 @@ async def test_planted_symlinks_are_never_followed(engine: BwrapEngine, box: Box
     victim.write_text("host data")
     await run(box, f"ln -s {victim} file_link; ln -s {victim_dir} dir_link; ln -s /etc etc_link", kind="bash")
     for path in ("file_link", "dir_link/victim.txt", "dir_link/new.txt", "etc_link/owned"):
-        with pytest.raises(InvalidRequest):
+        with pytest.raises(BadPath):
             engine.write_file(box, path, b"overwritten")
-        with pytest.raises((InvalidRequest, NotFound)):
+        with pytest.raises((BadPath, NoSuchFile)):
             engine.open_file(box, path, 100)
     assert victim.read_text() == "host data"
     assert sorted(os.listdir(victim_dir)) == ["victim.txt"]
@@ -274,7 +274,7 @@ async def test_a_file_leased_by_a_running_execution_is_busy(engine: BwrapEngine,
         "time.sleep(30)\n"
     )
     running = asyncio.create_task(run(box, code, timeout_s=30))
-    with pytest.raises(Conflict, match="held by a running execution"):
+    with pytest.raises(FileBusy, match="held by a running execution"):
         for _ in range(1000):  # readable until the lease is taken
             assert read(engine, box, "shared.txt") == b"data"
             await asyncio.sleep(0.01)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from execbox.errors import Overloaded, SandboxUnavailable
 from execbox.sandbox import disk
 from execbox.sandbox.bwrap import BwrapEngine
 from execbox.sandbox.cgroups import Cgroup
+from execbox.sandbox.errors import HostExhausted, Unavailable
 from execbox.sandbox.types import Box, ExecRequest
 from tests.sandbox.sandbox_support import TEST_LIMITS, EngineWith, MakeBox, Run, host_pids_of
 
@@ -109,7 +109,7 @@ async def test_a_host_out_of_disk_space_is_reported_as_overloaded(engine: BwrapE
         fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT)
         os.posix_fallocate(fd, 0, 64 * 1024)
         os.close(fd)
-        with pytest.raises(Overloaded, match="not a problem with your request"):
+        with pytest.raises(HostExhausted, match="not a problem with your request"):
             await engine.create_box(box)
     finally:
         await engine.destroy_box(box)
@@ -128,7 +128,7 @@ async def test_boxes_have_separate_disks(engine: BwrapEngine, make_box: MakeBox,
 async def test_refuses_to_run_without_the_runtime(tmp_path: Path) -> None:
     engine = BwrapEngine(TEST_LIMITS, tmp_path / "state", tmp_path / "no-runtime", insecure=True)
     box = Box(f"box_{uuid.uuid4().hex[:8]}", 123_456, tmp_path / "box")
-    with pytest.raises(SandboxUnavailable, match="runtime environment .* is not built"):
+    with pytest.raises(Unavailable, match="runtime environment .* is not built"):
         await engine.create_box(box)
     assert not box.root.exists()
 
@@ -149,7 +149,7 @@ async def test_insecure_mode_degrades_to_a_plain_directory_without_cgroups(engin
 @pytest.mark.sandbox
 async def test_refuses_a_system_uid(engine: BwrapEngine, tmp_path: Path) -> None:
     box = Box(f"box_{uuid.uuid4().hex[:8]}", 0, tmp_path / "box")
-    with pytest.raises(SandboxUnavailable, match="uid 0"):
+    with pytest.raises(Unavailable, match="uid 0"):
         await engine.execute(box, ExecRequest("bash", "id"))
 
 

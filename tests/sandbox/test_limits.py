@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from execbox.errors import InvalidRequest
 from execbox.sandbox.bwrap import BwrapEngine, read_capped
 from execbox.sandbox.cgroups import Cgroup
+from execbox.sandbox.errors import DiskFull
 from execbox.sandbox.types import Box
 from tests.sandbox.sandbox_support import FORK_BOMB, TEST_LIMITS, Run, drained, live_pids_of
 
@@ -82,7 +82,7 @@ async def test_disk_full_surfaces_as_enospc(engine: BwrapEngine, box: Box, run: 
     assert error == "ENOSPC"
     assert int(written) < TEST_LIMITS.disk_bytes // 1024**2
     assert os.stat(box.image).st_blocks * 512 <= TEST_LIMITS.disk_bytes  # the host's cost is capped too
-    with pytest.raises(InvalidRequest, match="disk is full"):
+    with pytest.raises(DiskFull, match="disk is full"):
         engine.write_file(box, "upload.bin", b"y" * 1024**2)
     # A full box stays usable, so its files can be deleted.
     freed = await run(box, "rm big.bin && echo again > small.txt && cat small.txt", kind="bash")

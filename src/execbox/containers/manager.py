@@ -36,14 +36,14 @@ from execbox.errors import (
     FileNotFound,
     InvalidRequest,
     RequestTooLarge,
-    SandboxUnavailable,
     StorageQuotaExceeded,
     TooManyContainers,
+    from_sandbox,
 )
 from execbox.files.store import FileRecord, FileStore, safe_filename
 from execbox.ids import new_id
 from execbox.metrics import Metrics
-from execbox.sandbox.errors import SessionLost
+from execbox.sandbox.errors import SandboxError
 from execbox.sandbox.types import Box, EditRequest, EditResult, Engine, ExecRequest, ExecResult, OutputFile
 from execbox.usage.store import UsageStore, container_seconds
 
@@ -177,7 +177,8 @@ class ContainerManager:
             row = await asyncio.to_thread(self.store.insert, new_id("container"), workspace, now, now + self.ttl)
         box = self._box(row)
         try:
-            await self.engine.create_box(box)
+            with sandbox_errors():
+                await self.engine.create_box(box)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.engine.destroy_box(box)
@@ -238,10 +239,7 @@ class ContainerManager:
         """Continue a session cell that awaits client tools (``ExecResult.tool_calls``)."""
         async with self._slot(workspace), self._using(workspace, container_id, touch=False) as (row, box):
             with self._measured("python") as measure:
-                try:
-                    result = await self._stoppable(row.id, self.engine.resume(box, results))
-                except SessionLost as exc:
-                    raise SandboxUnavailable(exc.message) from None
+                result = await self._stoppable(row.id, self.engine.resume(box, results))
                 measure.done(_outcome(result), result.duration_s, result.path)
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
             _note_refusals(result, files)
@@ -324,7 +322,8 @@ class ContainerManager:
             async with self._lock(container_id):
                 row = await self._find(workspace, container_id, allow_expired=True)
                 if row.status != EXPIRED:
-                    await self.engine.destroy_box(self._box(row))
+                    with sandbox_errors():
+                        await self.engine.destroy_box(self._box(row))
                     await self._meter(workspace, "container", seconds=container_seconds(row.created_at, utcnow()))
                 await asyncio.to_thread(self.store.delete, container_id)
                 self._locks.pop(container_id, None)
@@ -393,7 +392,8 @@ class ContainerManager:
                 if exclusive:
                     await self._free(row)
                 raise ContainerExpired(container_id)
-            yield (await self._touch(row) if touch else row), self._box(row)
+            with sandbox_errors():  # what the caller does with the box
+                yield (await self._touch(row) if touch else row), self._box(row)
 
     @contextlib.asynccontextmanager
     async def _held(self, lock: asyncio.Lock) -> AsyncIterator[None]:
@@ -504,6 +504,15 @@ def _note_refusals(result: ExecResult, files: list[GeneratedFile]) -> None:
     """Say on stderr why output files were refused, when their error code does not."""
     for note in dict.fromkeys(f.note for f in files if f.note):
         result.stderr += ("\n" if result.stderr and not result.stderr.endswith("\n") else "") + note
+
+
+@contextlib.contextmanager
+def sandbox_errors() -> Iterator[None]:
+    """The sandbox's own exceptions, as the errors a client is told (``errors.from_sandbox``)."""
+    try:
+        yield
+    except SandboxError as exc:
+        raise from_sandbox(exc) from exc
 
 
 def _container(row: ContainerRow) -> Container:

@@ -33,11 +33,10 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from execbox.errors import SandboxUnavailable
 from execbox.sandbox import cgroups, disk, editor, fsutil, policy, seccomp
 from execbox.sandbox.cgroups import Cgroup
 from execbox.sandbox.diskpool import DiskPool
-from execbox.sandbox.errors import SessionLost
+from execbox.sandbox.errors import SessionLost, Unavailable
 from execbox.sandbox.runtime import MPL_CACHE, is_complete, resolve_runtime_dir, runtime_python
 from execbox.sandbox.types import (
     OUTPUT_DIR,
@@ -143,7 +142,7 @@ def _check_reachable(path: Path) -> None:
     """bwrap opens box paths as the box uid: every directory above them must be searchable."""
     for parent in (path, *path.parents):
         if parent.exists() and not os.stat(parent).st_mode & stat.S_IXOTH:
-            raise SandboxUnavailable(
+            raise Unavailable(
                 f"{parent} is not searchable by other users, so sandboxes cannot reach the files below it; "
                 f"run `chmod o+x {parent}` or choose another data directory."
             )
@@ -179,7 +178,7 @@ class BwrapEngine:
     async def start(self) -> None:
         try:
             await asyncio.to_thread(self._prepare)
-        except SandboxUnavailable as exc:  # reported again by every box operation
+        except Unavailable as exc:  # reported again by every box operation
             log.error("%s", exc.message)
             return
         if self.boxes_dir is not None and self.disk_pool > 0 and self.pool is None:
@@ -203,7 +202,7 @@ class BwrapEngine:
         if not is_complete(self.runtime_dir):
             fatal.append(f"the runtime environment {self.runtime_dir} is not built: run `execbox setup-runtime`")
         if fatal:
-            raise SandboxUnavailable("Cannot run sandboxes: " + "; ".join(fatal) + ".")
+            raise Unavailable("Cannot run sandboxes: " + "; ".join(fatal) + ".")
         missing = []
         if cgroups.version() is None:
             missing.append("cgroups with memory, cpu and pids controllers (no resource limits)")
@@ -212,7 +211,7 @@ class BwrapEngine:
             missing.append("loop devices and mkfs.ext4 (no disk quota)")
             self.use_loop = False
         if missing and not self.insecure:
-            raise SandboxUnavailable("Cannot isolate sandboxes: missing " + "; ".join(missing) + ".")
+            raise Unavailable("Cannot isolate sandboxes: missing " + "; ".join(missing) + ".")
         for item in missing:
             log.warning("INSECURE: sandboxes run without %s", item)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -238,7 +237,7 @@ class BwrapEngine:
     def _check_box(self, box: Box) -> None:
         self._prepare()
         if box.uid < MIN_BOX_UID:
-            raise SandboxUnavailable(f"Refusing box {box.id}: uid {box.uid} belongs to the system.")
+            raise Unavailable(f"Refusing box {box.id}: uid {box.uid} belongs to the system.")
 
     async def create_box(self, box: Box) -> None:
         self._check_box(box)
@@ -254,10 +253,10 @@ class BwrapEngine:
         self._check_box(box)
         if self.use_loop:
             if not box.image.exists():
-                raise SandboxUnavailable(f"The disk of box {box.id} is gone ({box.image}).")
+                raise Unavailable(f"The disk of box {box.id} is gone ({box.image}).")
             await disk.mount(box)
         elif not box.workspace.is_dir():
-            raise SandboxUnavailable(f"The files of box {box.id} are gone ({box.workspace}).")
+            raise Unavailable(f"The files of box {box.id} are gone ({box.workspace}).")
         if cg := self._cgroup(box):
             await asyncio.to_thread(self._reset_cgroup, cg)
 
@@ -455,7 +454,7 @@ class BwrapEngine:
             await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
         except TimeoutError:  # a descriptor escaped the kill: never hang on it
             stop_reading()
-            raise SandboxUnavailable("A sandbox did not terminate after being killed.") from None
+            raise Unavailable("A sandbox did not terminate after being killed.") from None
         return_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
         oom_killed = bool(cg) and cg.oom_kills() > oom_before
         return self._result(out, out_cut, err, err_cut, return_code, duration, timed_out, oom_killed, timeout_s)

@@ -21,8 +21,8 @@ import logging
 import os
 from pathlib import Path
 
-from execbox.errors import Overloaded, SandboxUnavailable
 from execbox.sandbox import fsutil
+from execbox.sandbox.errors import HostExhausted, Unavailable
 from execbox.sandbox.types import Box
 
 MKFS = ("mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard")
@@ -42,7 +42,7 @@ async def _run(*cmd: str) -> None:
     )
     out, _ = await proc.communicate()
     if proc.returncode != 0:
-        raise SandboxUnavailable(f"`{' '.join(cmd)}` failed: {out.decode(errors='replace').strip()}")
+        raise Unavailable(f"`{' '.join(cmd)}` failed: {out.decode(errors='replace').strip()}")
 
 
 def is_mounted(box: Box) -> bool:
@@ -52,22 +52,22 @@ def is_mounted(box: Box) -> bool:
 async def create(box: Box, size_bytes: int, *, loop: bool = True) -> None:
     """Make the box's disk and its directories, owned by the box uid. Idempotent.
 
-    Raises Overloaded when the host is out of disk space, loop devices or memory: that
+    Raises HostExhausted when the host is out of disk space, loop devices or memory: that
     is the server's capacity, not the caller's fault.
     """
     try:
         await _create(box, size_bytes, loop)
-    except (OSError, SandboxUnavailable) as exc:
+    except (OSError, Unavailable) as exc:
         if not _exhausted(exc):
             raise
         log.error("cannot create the disk of box %s: the host is out of capacity: %s", box.id, exc)
-        raise Overloaded(
+        raise HostExhausted(
             "The server has no capacity for a new container right now (its disk space or devices are "
             "exhausted); this is not a problem with your request. Retry later."
         ) from exc
 
 
-def _exhausted(exc: OSError | SandboxUnavailable) -> bool:
+def _exhausted(exc: OSError | Unavailable) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in EXHAUSTED_ERRNOS
     return any(message in exc.message for message in EXHAUSTED_MESSAGES)
@@ -135,7 +135,7 @@ async def unmount(box: Box) -> None:
     if is_mounted(box):
         try:
             await _run("umount", str(box.mount))
-        except SandboxUnavailable:
+        except Unavailable:
             # Still busy (e.g. a host process has a file open): detach it from the tree
             # now; the kernel frees it when the last user goes.
             await _run("umount", "--lazy", str(box.mount))

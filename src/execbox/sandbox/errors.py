@@ -10,6 +10,35 @@ class SandboxError(Exception):
         self.message = message
 
 
+class Unavailable(SandboxError):
+    """This host cannot run sandboxes as configured (a missing isolation feature, the
+    runtime not built, a box whose disk is gone). Written for the operator."""
+
+
+class HostExhausted(SandboxError):
+    """The host is out of capacity for a new box (disk space, loop devices, memory)."""
+
+
+class BadPath(SandboxError):
+    """A path into a box that cannot be used: malformed, through a link, not a regular file."""
+
+
+class NoSuchFile(SandboxError):
+    """No such regular file in the box."""
+
+
+class FileBusy(SandboxError):
+    """The file is held by a running execution."""
+
+
+class FileTooLarge(SandboxError):
+    """The file is larger than the caller allows."""
+
+
+class DiskFull(SandboxError):
+    """The box's disk is full."""
+
+
 class ForkServerDown(SandboxError):
     """The fork server is not running (starting, restarting or failed): use the reference path."""
 

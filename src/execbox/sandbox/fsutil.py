@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from execbox.errors import Conflict, InvalidRequest, NotFound, RequestTooLarge
+from execbox.sandbox.errors import BadPath, DiskFull, FileBusy, FileTooLarge, NoSuchFile
 from execbox.sandbox.types import WORKSPACE, Limits, OutputFile
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -54,12 +54,12 @@ def clean_relpath(path: str) -> str:
     """A path relative to the workspace: ``/workspace/`` prefix, ``.``, ``..`` and empty
     components removed (``../../x`` -> ``x``, ``/etc/passwd`` -> ``etc/passwd``)."""
     if "\0" in path:
-        raise InvalidRequest("File paths cannot contain NUL characters.")
+        raise BadPath("File paths cannot contain NUL characters.")
     if path == WORKSPACE or path.startswith(WORKSPACE + "/"):
         path = path[len(WORKSPACE):]
     parts = [p for p in path.split("/") if p not in ("", ".", "..")]
     if not parts:
-        raise InvalidRequest(f"`{path}` does not name a file in the container.")
+        raise BadPath(f"`{path}` does not name a file in the container.")
     return "/".join(parts)
 
 
@@ -95,17 +95,17 @@ def _open_parent(root: Path, parts: list[str], create_as: int | None) -> int:
 
 def _path_error(relpath: str, exc: OSError) -> Exception:
     if exc.errno == errno.ENOENT:
-        return NotFound(f"File `{relpath}` not found in the container.")
+        return NoSuchFile(f"File `{relpath}` not found in the container.")
     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-        return InvalidRequest(f"`{relpath}` goes through a symbolic link or a file, which is not allowed.")
+        return BadPath(f"`{relpath}` goes through a symbolic link or a file, which is not allowed.")
     if exc.errno == errno.ENOSPC:
-        return InvalidRequest("The container's disk is full.")
+        return DiskFull("The container's disk is full.")
     if exc.errno in (errno.ENXIO, errno.EISDIR):
-        return InvalidRequest(f"`{relpath}` exists and is not a regular file.")
+        return BadPath(f"`{relpath}` exists and is not a regular file.")
     if exc.errno in (errno.ENAMETOOLONG, errno.EINVAL):
-        return InvalidRequest(f"`{relpath}` is not a valid file path: {exc.strerror}.")
+        return BadPath(f"`{relpath}` is not a valid file path: {exc.strerror}.")
     if exc.errno == errno.EAGAIN:  # a lease taken by a running execution
-        return Conflict(f"`{relpath}` is held by a running execution; try again when it ends.")
+        return FileBusy(f"`{relpath}` is held by a running execution; try again when it ends.")
     return exc
 
 
@@ -118,7 +118,7 @@ def write_file(root: Path, relpath: str, data: bytes | BinaryIO, uid: int) -> st
         with _opened(_open_parent(root, parts, create_as=uid)) as parent:
             with _opened(os.open(parts[-1], WRITE_FLAGS, 0o644, dir_fd=parent)) as fd:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise InvalidRequest(f"`{clean}` exists and is not a regular file.")
+                    raise BadPath(f"`{clean}` exists and is not a regular file.")
                 os.ftruncate(fd, 0)
                 os.fchown(fd, uid, uid)
                 with os.fdopen(os.dup(fd), "wb") as out:
@@ -141,9 +141,9 @@ def open_file(root: Path, relpath: str, max_bytes: int) -> BinaryIO:
     try:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise NotFound(f"`{clean}` is not a regular file.")
+            raise NoSuchFile(f"`{clean}` is not a regular file.")
         if st.st_size > max_bytes:
-            raise RequestTooLarge(f"`{clean}` is {st.st_size} bytes; the limit is {max_bytes}.")
+            raise FileTooLarge(f"`{clean}` is {st.st_size} bytes; the limit is {max_bytes}.")
     except BaseException:
         fh.close()
         raise
