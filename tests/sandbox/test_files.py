@@ -280,3 +280,11 @@ async def test_a_file_leased_by_a_running_execution_is_busy(engine: BwrapEngine,
             await asyncio.sleep(0.01)
     await running  # the kernel breaks the lease: SIGIO ends the holder
     assert read(engine, box, "shared.txt") == b"data"
+
+
+def test_an_empty_outputs_directory_is_seen_without_a_walk(tmp_path: Path) -> None:
+    assert fsutil.is_empty_dir(tmp_path)
+    for n in range(3000):  # more entries than one getdents batch holds
+        (tmp_path / f"f{n}").touch()
+    assert not fsutil.is_empty_dir(tmp_path)
+    assert not fsutil.is_empty_dir(tmp_path / "missing")
