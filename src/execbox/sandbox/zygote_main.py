@@ -30,17 +30,20 @@ ever passes through the zygote. The zygote itself only ever reads small JSON mes
 
 Messages (JSON objects, one per packet, file descriptors alongside):
 
-    server -> zygote   {"op": "spawn", "token": T}            fds: [child's control socket]
+    server -> zygote   {"op": "config"}                        fds: [the policy, JSON in a memfd]
+                       {"op": "spawn", "token": T}             fds: [child's control socket]
     zygote -> server   {"op": "ready"} | {"op": "spawned", "token": T, "pid": P}
                        {"op": "exited", "pid": P, "status": S}   (a wait status)
-    server -> child    {"op": "enter", ...container...}
+    server -> child    {"op": "enter", ...container...}        fds: [cgroup.procs files, detached mounts]
     child  -> server   {"op": "userns"} (maps wanted) ... server -> child {"op": "mapped"}
                        {"op": "entered"} | {"op": "error", "message": M}
-    server -> child    {"op": "run", "kind": "python"|"bash", "filename": F}
+                       a kernel then: {"op": "restored", "restored", "failed", "restarted"}
+    server -> child    {"op": "run", "kind": "python"|"bash", "filename": F, "tools": [...]}
                                                                fds: [code memfd, stdout, stderr]
+    child  -> server   {"op": "tool_call", "call": N, "name", "input"} ... {"op": "waiting"}
+    server -> child    {"op": "tool_result", "call": N, "content": text}
     child  -> server   {"op": "done", "rc": N}
-    server -> child    {"op": "checkpoint", "path": P} -> {"op": "checkpointed", "saved": [...], "skipped": [...]}
-                       {"op": "restore", "path": P}    -> {"op": "restored", "restored": [...], "failed": [...]}
+    server -> child    {"op": "checkpoint", "path": P} -> {"op": "checkpointed", "saved", "skipped"}
 
 A child whose control socket closes (the server went away) exits, and its pid namespace
 with it.
@@ -83,7 +86,7 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC = 32, 4096, 16384
-MS_PRIVATE, MS_SLAVE = 1 << 18, 1 << 19
+MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 4, 22, 24, 38
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
