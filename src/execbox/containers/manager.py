@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -220,29 +220,28 @@ class ContainerManager:
 
     async def execute(self, workspace: str, container_id: str, request: ExecRequest) -> Execution:
         """Run code; refreshes the idle TTL. Serialised per container."""
+        return await self._run(workspace, container_id, request.kind, lambda box: self.engine.execute(box, request))
+
+    async def resume(self, workspace: str, container_id: str, results: dict[int, str]) -> Execution:
+        """Continue a session cell that awaits client tools (``ExecResult.tool_calls``)."""
+        return await self._run(workspace, container_id, "python", lambda box: self.engine.resume(box, results))
+
+    async def _run(
+        self, workspace: str, container_id: str, tool: str, run: Callable[[Box], Coroutine[Any, Any, ExecResult]]
+    ) -> Execution:
+        """An execution (or its continuation) in a container: counted, timed, its output files
+        stored, the container touched, the workspace metered (a cell waiting for tools counts
+        when it is done)."""
         async with self._slot(workspace), self._using(workspace, container_id, touch=False) as (row, box):
-            with self._measured(request.kind) as measure:
-                result = await self._stoppable(row.id, self.engine.execute(box, request))
+            with self._measured(tool) as measure:
+                result = await self._stoppable(row.id, run(box))
                 measure.done(_outcome(result), result.duration_s, result.path)
             if result.return_code == 137 and not (result.timed_out or result.oom_killed):
                 result.stderr += ("" if not result.stderr or result.stderr.endswith("\n") else "\n") + (
                     "[execbox: the execution was killed by SIGKILL, not by a limit of this sandbox]")
             files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
             _note_refusals(result, files)
-            # (held locked until now, the reaper skipped it; a cell waiting for tools counts when done)
-            await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
-        if not result.tool_calls:
-            await self._meter(workspace, "execution", seconds=result.duration_s)
-        return Execution(result, files)
-
-    async def resume(self, workspace: str, container_id: str, results: dict[int, str]) -> Execution:
-        """Continue a session cell that awaits client tools (``ExecResult.tool_calls``)."""
-        async with self._slot(workspace), self._using(workspace, container_id, touch=False) as (row, box):
-            with self._measured("python") as measure:
-                result = await self._stoppable(row.id, self.engine.resume(box, results))
-                measure.done(_outcome(result), result.duration_s, result.path)
-            files = await asyncio.to_thread(self._store_outputs, workspace, result.files) if result.files else []
-            _note_refusals(result, files)
+            # (held locked until now, the reaper skipped it)
             await self._touch(row, execution_seconds=0.0 if result.tool_calls else result.duration_s)
         if not result.tool_calls:
             await self._meter(workspace, "execution", seconds=result.duration_s)
