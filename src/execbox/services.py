@@ -113,30 +113,27 @@ class Services:
             log.error("HOST_MAX_EXECUTIONS + MAX_KERNELS containers could exhaust half of fs.file-max even at %d open "
                       "files per process; lower them", policy.MIN_NOFILE)
         limits = fitted
-        engine: BwrapEngine
-        if settings.fork_server:
-            engine = ForkEngine(
-                limits=limits,
-                state_dir=settings.data_dir / "sandbox",
-                runtime_dir=settings.runtime_dir,
-                insecure=settings.insecure,
+        # The reference engine, or the fork server on top of it (settings.fork_server).
+        common: dict[str, Any] = dict(
+            limits=limits_from(settings),
+            state_dir=settings.data_dir / "sandbox",
+            runtime_dir=settings.runtime_dir,
+            insecure=settings.insecure,
+            boxes_dir=settings.data_dir / "containers",
+            disk_pool=settings.disk_pool,
+        )
+        engine = (
+            ForkEngine(
+                **common,
                 spares=settings.fork_spares,
                 zygote_max_age_s=settings.fork_server_max_age,
                 kernel_idle_s=settings.kernel_idle_timeout,
                 max_kernels=settings.max_kernels,
                 favor_dynmods=settings.cgroup_favor_dynmods,
-                boxes_dir=settings.data_dir / "containers",
-                disk_pool=settings.disk_pool,
             )
-        else:
-            engine = BwrapEngine(
-                limits=limits,
-                state_dir=settings.data_dir / "sandbox",
-                runtime_dir=settings.runtime_dir,
-                insecure=settings.insecure,
-                boxes_dir=settings.data_dir / "containers",
-                disk_pool=settings.disk_pool,
-            )
+            if settings.fork_server
+            else BwrapEngine(**common)
+        )
         containers = ContainerManager(
             engine=engine,
             database=database,

@@ -50,15 +50,8 @@ def test_a_batch_survives_sigkill_without_running_a_request_twice(start_server: 
     first.process.wait()
 
     second = start_server(env=REFERENCE_PATH, args=["--batch-workers", "1"], data_dir=first.data_dir)
-    deadline = time.monotonic() + 90
-    while (state := httpx.get(f"{second.url}/v1/messages/batches/{batch['id']}", headers=API).json())["processing_status"] != "ended":
-        assert time.monotonic() < deadline, second.log_tail()
-        time.sleep(0.3)
+    state, results = _ended(second, batch["id"], within_s=90)
 
-    results = {}
-    for line in httpx.get(state["results_url"], headers=API).text.splitlines():
-        item = httpx.Response(200, content=line).json()
-        results[item["custom_id"]] = item["result"]
     assert sorted(results) == ids, "every request has exactly one result"
     runs = _runs(second, container)
     assert sorted(runs) == sorted(set(runs)), f"a request ran twice: {runs}"
@@ -70,6 +63,21 @@ def test_a_batch_survives_sigkill_without_running_a_request_twice(start_server: 
     counts = state["request_counts"]
     assert counts == {"processing": 0, "succeeded": 4, "errored": 1, "canceled": 0, "expired": 0}
     assert "interrupted by the last stop" in second.log_tail(400)
+
+
+def _ended(server: Any, batch_id: str, within_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The batch once it has ended on ``server``, and its results by custom_id."""
+    deadline = time.monotonic() + within_s
+    while (state := httpx.get(f"{server.url}/v1/messages/batches/{batch_id}", headers=API).json())[
+        "processing_status"
+    ] != "ended":
+        assert time.monotonic() < deadline, server.log_tail()
+        time.sleep(0.3)
+    results = {}
+    for line in httpx.get(state["results_url"], headers=API).text.splitlines():
+        item = httpx.Response(200, content=line).json()
+        results[item["custom_id"]] = item["result"]
+    return state, results
 
 
 def test_a_graceful_stop_cancels_a_running_request_after_the_grace_period(start_server: StartServer) -> None:
@@ -92,14 +100,7 @@ def test_a_graceful_stop_cancels_a_running_request_after_the_grace_period(start_
     assert "waiting up to 1s for " in log and " and 1 batch request(s)" in log, log
 
     second = start_server(env=REFERENCE_PATH, args=["--batch-workers", "1"], data_dir=first.data_dir)
-    deadline = time.monotonic() + 60
-    while (state := httpx.get(f"{second.url}/v1/messages/batches/{batch['id']}", headers=API).json())["processing_status"] != "ended":
-        assert time.monotonic() < deadline, second.log_tail()
-        time.sleep(0.3)
-    results = {}
-    for line in httpx.get(state["results_url"], headers=API).text.splitlines():
-        item = httpx.Response(200, content=line).json()
-        results[item["custom_id"]] = item["result"]
+    state, results = _ended(second, batch["id"], within_s=60)
     assert results["slow"]["type"] == "errored"
     assert "shut down while this request was running" in results["slow"]["error"]["error"]["message"]
     assert results["after"]["type"] == "succeeded"
